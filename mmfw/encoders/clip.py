@@ -1,0 +1,79 @@
+"""CLIP ViT vision encoder through transformers' ``CLIPVisionModel`` (LLaVA's vision tower).
+
+Features come from the hidden states of ``feature_layer`` (the penultimate layer by default, as in LLaVA), with the
+CLS token dropped, so one row per patch.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from pydantic import Field, model_validator
+from transformers import CLIPVisionConfig, CLIPVisionModel
+
+from mmfw.config.base import StrictModel, VisionEncoderConfig
+from mmfw.encoders.base import DType, VisionEncoder, VisionSpec, torch_dtype
+from mmfw.registry import component
+
+OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+class CLIPArchitecture(StrictModel):
+    """Random-init architecture (defaults: ViT-L/14 at 336 px)."""
+
+    image_size: int = Field(336, gt=0)
+    patch_size: int = Field(14, gt=0)
+    hidden_size: int = Field(1024, gt=0)
+    intermediate_size: int = Field(4096, gt=0)
+    num_hidden_layers: int = Field(24, gt=0)
+    num_attention_heads: int = Field(16, gt=0)
+    projection_dim: int = Field(768, gt=0)
+
+
+class CLIPEncoderConfig(VisionEncoderConfig):
+    type: Literal["clip"] = "clip"
+    pretrained: str | None = None
+    """Local directory or hub id of a CLIP (or CLIP vision) checkpoint."""
+    architecture: CLIPArchitecture | None = None
+    feature_layer: int = -2
+    """Index into the hidden states (0 = embeddings, -1 = last layer)."""
+    image_mean: tuple[float, float, float] = OPENAI_CLIP_MEAN
+    image_std: tuple[float, float, float] = OPENAI_CLIP_STD
+    dtype: DType = "float32"
+
+    @model_validator(mode="after")
+    def _source(self) -> CLIPEncoderConfig:
+        if (self.pretrained is None) == (self.architecture is None):
+            raise ValueError("set exactly one of 'pretrained' (weights) and 'architecture' (random init)")
+        if self.architecture is not None:
+            layers = self.architecture.num_hidden_layers
+            if not -layers - 1 <= self.feature_layer <= layers:
+                raise ValueError(f"feature_layer {self.feature_layer} out of range for {layers} layers")
+        return self
+
+
+@component("clip", config=CLIPEncoderConfig)
+class CLIPVisionEncoder(VisionEncoder):
+    def __init__(self, cfg: CLIPEncoderConfig) -> None:
+        super().__init__(cfg)
+        dtype = torch_dtype(cfg.dtype)
+        if cfg.pretrained is not None:
+            self.model = CLIPVisionModel.from_pretrained(cfg.pretrained, dtype=dtype)
+        else:
+            self.model = CLIPVisionModel(CLIPVisionConfig(**cfg.architecture.model_dump())).to(dtype)
+        mc = self.model.config
+        self._spec = VisionSpec(image_size=(mc.image_size, mc.image_size), patch_size=mc.patch_size,
+                                mean=cfg.image_mean, std=cfg.image_std, embed_dim=mc.hidden_size)
+
+    @property
+    def spec(self) -> VisionSpec:
+        return self._spec
+
+    def layer_groups(self) -> list[torch.nn.Module]:
+        return list(self.model.vision_model.encoder.layers)
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        out = self.model(pixel_values.to(self.dtype), output_hidden_states=True)
+        return out.hidden_states[self.cfg.feature_layer][:, 1:]

@@ -1,0 +1,78 @@
+"""The image-strategy contract: PIL image -> tiles of pixels, and tile features -> the image's token rows.
+
+A strategy is the single source of truth for how many tokens an image becomes: :meth:`ImageStrategy.num_tokens`
+is what the data pipeline expands ``<image>`` to, and :meth:`ImageStrategy.merge` returns exactly that many rows
+(the fusion layer checks it).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from mmfw.config.base import ImageStrategyConfig
+from mmfw.encoders.base import VisionSpec
+
+
+@dataclass(frozen=True)
+class VisionGeometry:
+    """How a tile of pixels becomes tokens: the encoder's patch grid and the connector's token count/layout."""
+
+    spec: VisionSpec
+    connector_tokens: Callable[[tuple[int, int]], int]
+    connector_grid: Callable[[tuple[int, int]], tuple[int, int] | None]
+
+    def tile_tokens(self, height: int, width: int) -> int:
+        return self.connector_tokens(self.spec.grid(height, width))
+
+    def tile_token_grid(self, height: int, width: int) -> tuple[int, int] | None:
+        return self.connector_grid(self.spec.grid(height, width))
+
+
+@dataclass
+class ImageInput:
+    """One preprocessed image: ``pixel_values`` is ``(tiles, 3, H, W)``; ``size`` the original (width, height)."""
+
+    pixel_values: torch.Tensor
+    size: tuple[int, int]
+
+
+def to_tensor(image: Image.Image, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
+    """RGB PIL image -> normalised float tensor ``(3, H, W)``."""
+    arr = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+    t = torch.from_numpy(arr).permute(2, 0, 1)
+    return (t - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
+
+
+class ImageStrategy(nn.Module, ABC):
+    """Base class of image strategies (an ``nn.Module`` so a strategy may own parameters, e.g. a newline row)."""
+
+    registry_name: str
+    config_class: type[ImageStrategyConfig]
+
+    def __init__(self, cfg: ImageStrategyConfig, geometry: VisionGeometry, hidden_size: int) -> None:
+        super().__init__()
+        self.cfg, self.geometry, self.hidden_size = cfg, geometry, hidden_size
+
+    @abstractmethod
+    def preprocess(self, image: Image.Image) -> ImageInput:
+        """Turn an RGB image into tiles, all of the same size."""
+
+    @abstractmethod
+    def num_tokens(self, size: tuple[int, int]) -> int:
+        """Tokens an image of original ``size`` (width, height) becomes."""
+
+    def merge(self, tile_features: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """``(tiles, tokens_per_tile, D)`` features of one image -> ``(num_tokens(size), D)`` rows, in order."""
+        return tile_features.reshape(-1, tile_features.shape[-1])
+
+    @property
+    def merges_per_image(self) -> bool:
+        """True when :meth:`merge` must see each image on its own (else all images are merged in one reshape)."""
+        return False

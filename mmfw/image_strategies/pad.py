@@ -1,0 +1,46 @@
+"""``pad`` (LLaVA ``expand2square``): pad the short side with the mean colour, image centred, then resize.
+
+Keeps the aspect ratio; after normalisation the padded area is exactly 0.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from PIL import Image
+
+from mmfw.config.base import ImageStrategyConfig
+from mmfw.image_strategies.base import ImageInput, ImageStrategy, to_tensor
+from mmfw.image_strategies.resize import RESAMPLE
+from mmfw.registry import component
+
+
+class PadStrategyConfig(ImageStrategyConfig):
+    type: Literal["pad"] = "pad"
+    interpolation: Literal["bicubic", "bilinear", "nearest"] = "bicubic"
+
+
+def expand_to_square(image: Image.Image, fill: tuple[int, int, int]) -> Image.Image:
+    """Pad the shorter side so the image is square, original centred (LLaVA's ``expand2square``)."""
+    image = image.convert("RGB")
+    w, h = image.size
+    if w == h:
+        return image
+    side = max(w, h)
+    out = Image.new("RGB", (side, side), fill)
+    out.paste(image, ((side - w) // 2, (side - h) // 2))
+    return out
+
+
+@component("pad", config=PadStrategyConfig)
+class PadStrategy(ImageStrategy):
+    def preprocess(self, image: Image.Image) -> ImageInput:
+        spec = self.geometry.spec
+        fill = tuple(int(m * 255) for m in spec.mean)
+        square = expand_to_square(image, fill)
+        h, w = spec.image_size
+        pixels = to_tensor(square.resize((w, h), RESAMPLE[self.cfg.interpolation]), spec.mean, spec.std)
+        return ImageInput(pixel_values=pixels.unsqueeze(0), size=image.size)
+
+    def num_tokens(self, size: tuple[int, int]) -> int:
+        return self.geometry.tile_tokens(*self.geometry.spec.image_size)

@@ -1,0 +1,169 @@
+"""The LLM contract, and :class:`HFCausalLM`, the shared wrapper of transformers causal LMs.
+
+An LLM component owns the transformers model and knows how to load its tokenizer (with a chat template: the
+tokenizer's own, the config's override, or the family default). A model is either loaded with ``from_pretrained``
+(local directory or hub id) or initialised at random from an architecture config, so the same YAML scales from a
+laptop test to a 7B checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, ClassVar, Literal
+
+import torch
+from pydantic import Field, model_validator
+from torch import nn
+from transformers import AutoTokenizer, PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
+
+from mmfw.config.base import LLMConfig, StrictModel
+from mmfw.encoders.base import DType, torch_dtype
+
+logger = logging.getLogger(__name__)
+
+
+class CausalLMArchitecture(StrictModel):
+    """Architecture of a decoder-only LM trained from scratch (fields common to Llama, Mistral, Qwen2...)."""
+
+    hidden_size: int = Field(4096, gt=0)
+    intermediate_size: int = Field(11008, gt=0)
+    num_hidden_layers: int = Field(32, gt=0)
+    num_attention_heads: int = Field(32, gt=0)
+    num_key_value_heads: int | None = Field(None, gt=0)
+    head_dim: int | None = Field(None, gt=0)
+    max_position_embeddings: int = Field(4096, gt=0)
+    vocab_size: int | None = Field(None, gt=0)
+    """Defaults to the tokenizer's length."""
+    rope_theta: float | None = None
+    tie_word_embeddings: bool = False
+    extra: dict[str, Any] = {}
+    """Further fields of the transformers config class (checked against it)."""
+
+    @model_validator(mode="after")
+    def _heads(self) -> CausalLMArchitecture:
+        if self.head_dim is None and self.hidden_size % self.num_attention_heads:
+            raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_attention_heads "
+                             f"{self.num_attention_heads}")
+        kv = self.num_key_value_heads or self.num_attention_heads
+        if self.num_attention_heads % kv:
+            raise ValueError(f"num_attention_heads {self.num_attention_heads} is not a multiple of "
+                             f"num_key_value_heads {kv}")
+        return self
+
+
+class HFCausalLMConfig(LLMConfig):
+    pretrained: str | None = None
+    """Local directory or hub id passed to ``from_pretrained``."""
+    architecture: CausalLMArchitecture | None = None
+    """Random initialisation from this architecture when ``pretrained`` is not set."""
+    tokenizer: str | None = None
+    """Tokenizer directory or hub id; defaults to ``pretrained``."""
+    chat_template: str | None = None
+    """Jinja chat template overriding the tokenizer's own."""
+    dtype: DType = "float32"
+    attn_implementation: Literal["eager", "sdpa", "flash_attention_2"] = "sdpa"
+    gradient_checkpointing: bool = False
+    trust_remote_code: bool = False
+
+    @model_validator(mode="after")
+    def _source(self) -> HFCausalLMConfig:
+        if (self.pretrained is None) == (self.architecture is None):
+            raise ValueError("set exactly one of 'pretrained' (weights) and 'architecture' (random init)")
+        if self.tokenizer is None and self.pretrained is None:
+            raise ValueError("'tokenizer' is required when the LLM is built from an architecture")
+        return self
+
+
+class LanguageModel(nn.Module):
+    """Base of LLM components: wraps a causal LM that accepts ``inputs_embeds``."""
+
+    registry_name: str
+    config_class: type[LLMConfig]
+    model: PreTrainedModel
+
+    @property
+    def hidden_size(self) -> int:
+        return self.model.config.hidden_size
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.model.get_input_embeddings()
+
+    def forward(self, **kwargs: Any) -> Any:
+        return self.model(**kwargs)
+
+
+class HFCausalLM(LanguageModel):
+    """A transformers causal LM: subclasses name the config class and, optionally, a default chat template."""
+
+    hf_config_class: ClassVar[type[PretrainedConfig]]
+    hf_model_class: ClassVar[type[PreTrainedModel]]
+    default_chat_template: ClassVar[str | None] = None
+
+    def __init__(self, cfg: HFCausalLMConfig, tokenizer: PreTrainedTokenizerBase) -> None:
+        super().__init__()
+        self.cfg = cfg
+        dtype = torch_dtype(cfg.dtype)
+        if cfg.pretrained is not None:
+            self.model = self.hf_model_class.from_pretrained(
+                cfg.pretrained, dtype=dtype, attn_implementation=cfg.attn_implementation,
+                trust_remote_code=cfg.trust_remote_code)
+        else:
+            hf_cfg = self.architecture_config(cfg.architecture, vocab_size=len(tokenizer))
+            hf_cfg._attn_implementation = cfg.attn_implementation
+            self.model = self.hf_model_class(hf_cfg).to(dtype)
+        self.model.config.pad_token_id = tokenizer.pad_token_id
+        if tokenizer.eos_token_id is not None:
+            self.model.config.eos_token_id = tokenizer.eos_token_id
+            if self.model.generation_config is not None:
+                self.model.generation_config.eos_token_id = tokenizer.eos_token_id
+                self.model.generation_config.pad_token_id = tokenizer.pad_token_id
+        resize_embeddings_mean(self.model, len(tokenizer))
+        if cfg.gradient_checkpointing:
+            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+    @classmethod
+    def architecture_config(cls, arch: CausalLMArchitecture, vocab_size: int) -> PretrainedConfig:
+        """The transformers config for an architecture; unknown ``extra`` keys are errors."""
+        known = set(cls.hf_config_class().to_dict())
+        unknown = sorted(set(arch.extra) - known)
+        if unknown:
+            raise ValueError(f"architecture.extra: {cls.hf_config_class.__name__} has no field(s) {unknown}")
+        kwargs = arch.model_dump(exclude={"extra", "vocab_size", "rope_theta"}, exclude_none=True)
+        kwargs["vocab_size"] = arch.vocab_size or vocab_size
+        if arch.rope_theta is not None:
+            kwargs["rope_parameters"] = {"rope_type": "default", "rope_theta": arch.rope_theta}
+        kwargs.update(arch.extra)
+        return cls.hf_config_class(**kwargs)
+
+    @classmethod
+    def load_tokenizer(cls, cfg: HFCausalLMConfig) -> PreTrainedTokenizerBase:
+        """The tokenizer with a chat template and a pad token."""
+        source = cfg.tokenizer or cfg.pretrained
+        tok = AutoTokenizer.from_pretrained(source, trust_remote_code=cfg.trust_remote_code)
+        if cfg.chat_template is not None:
+            tok.chat_template = cfg.chat_template
+        elif not getattr(tok, "chat_template", None):
+            if cls.default_chat_template is None:
+                raise ValueError(f"tokenizer {source!r} has no chat template and {cls.registry_name!r} has no "
+                                 "default; set llm.chat_template")
+            tok.chat_template = cls.default_chat_template
+        if tok.pad_token is None:
+            tok.pad_token = tok.unk_token if tok.unk_token is not None else tok.eos_token
+        return tok
+
+
+def resize_embeddings_mean(model: PreTrainedModel, num_tokens: int) -> None:
+    """Grow input (and untied output) embeddings to ``num_tokens`` rows; new rows = mean of the old rows."""
+    old = model.get_input_embeddings().weight.shape[0]
+    if num_tokens <= old:
+        return
+    model.resize_token_embeddings(num_tokens, mean_resizing=False)
+    with torch.no_grad():
+        emb = model.get_input_embeddings().weight
+        emb[old:] = emb[:old].mean(dim=0, keepdim=True)
+        out = model.get_output_embeddings()
+        if out is not None and out.weight.data_ptr() != emb.data_ptr():
+            out.weight[old:] = out.weight[:old].mean(dim=0, keepdim=True)
+            if getattr(out, "bias", None) is not None:
+                out.bias[old:] = 0
+    logger.info("resized embeddings %d -> %d rows (new rows = mean of old)", old, num_tokens)

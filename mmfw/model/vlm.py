@@ -1,0 +1,93 @@
+"""The vision-language model: plain composition of encoder, connector, image strategy and LLM.
+
+``pixels -> encoder -> connector -> strategy.merge -> fusion -> LLM``. The model never looks at component names;
+everything it needs comes from the component contracts.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from mmfw.config.experiment import FusionConfig
+from mmfw.connectors.base import Connector
+from mmfw.encoders.base import VisionEncoder
+from mmfw.image_strategies.base import ImageStrategy
+from mmfw.llms.base import LanguageModel
+from mmfw.model.fusion import splice_image_features
+
+
+class VisionLanguageModel(nn.Module):
+    """A VLM assembled from registered components (see :func:`mmfw.model.builder.build_model`)."""
+
+    def __init__(self, vision_encoder: VisionEncoder, connector: Connector, llm: LanguageModel,
+                 image_strategy: ImageStrategy, fusion: FusionConfig, image_token_id: int) -> None:
+        super().__init__()
+        self.vision_encoder = vision_encoder
+        self.connector = connector
+        self.llm = llm
+        self.image_strategy = image_strategy
+        self.fusion = fusion
+        self.image_token_id = image_token_id
+
+    def encode_images(self, pixel_values: torch.Tensor, image_sizes: torch.Tensor,
+                      num_tiles: torch.Tensor) -> torch.Tensor:
+        """``(tiles, 3, H, W)`` tiles of every image -> ``(rows, D)`` feature rows, images in order."""
+        features = self.vision_encoder(pixel_values)
+        grid = self.vision_encoder.spec.grid(pixel_values.shape[-2], pixel_values.shape[-1])
+        tokens = self.connector(features, grid)
+        if not self.image_strategy.merges_per_image:
+            return tokens.reshape(-1, tokens.shape[-1])
+        per_image = torch.split(tokens, num_tiles.tolist())
+        sizes = [tuple(s) for s in image_sizes.tolist()]
+        return torch.cat([self.image_strategy.merge(t, size) for t, size in zip(per_image, sizes)])
+
+    def _dummy_image_term(self, like: torch.Tensor) -> torch.Tensor | None:
+        """0 x (features of a blank tile): keeps trainable vision-path parameters in the graph for text-only batches."""
+        if not self.fusion.dummy_image_for_text_only or not torch.is_grad_enabled():
+            return None
+        vision_path = (self.vision_encoder, self.connector, self.image_strategy)
+        if not any(p.requires_grad for m in vision_path for p in m.parameters()):
+            return None
+        h, w = self.vision_encoder.spec.image_size
+        blank = torch.zeros(1, 3, h, w, device=like.device, dtype=self.vision_encoder.dtype)
+        size = torch.tensor([[w, h]], device=like.device)
+        feats = self.encode_images(blank, size, torch.ones(1, dtype=torch.long))
+        extra = sum(p.sum() for p in self.image_strategy.parameters() if p.requires_grad)
+        return (feats.sum() + extra).to(like.dtype) * 0.0
+
+    def embed(self, input_ids: torch.Tensor, labels: torch.Tensor | None = None,
+              pixel_values: torch.Tensor | None = None, image_sizes: torch.Tensor | None = None,
+              num_tiles: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Token embeddings with image features spliced in (and labels masked at image positions)."""
+        embeds = self.llm.get_input_embeddings()(input_ids)
+        if pixel_values is not None and pixel_values.shape[0] > 0:
+            features = self.encode_images(pixel_values, image_sizes, num_tiles)
+        else:
+            features = embeds.new_zeros(0, embeds.shape[-1])
+            dummy = self._dummy_image_term(embeds)
+            if dummy is not None:
+                embeds = embeds + dummy
+        return splice_image_features(embeds, input_ids, self.image_token_id, features, labels)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                labels: torch.Tensor | None = None, pixel_values: torch.Tensor | None = None,
+                image_sizes: torch.Tensor | None = None, num_tiles: torch.Tensor | None = None,
+                **llm_kwargs: Any) -> Any:
+        embeds, labels = self.embed(input_ids, labels, pixel_values, image_sizes, num_tiles)
+        return self.llm(inputs_embeds=embeds, attention_mask=attention_mask, labels=labels, **llm_kwargs)
+
+    @torch.no_grad()
+    def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                 pixel_values: torch.Tensor | None = None, image_sizes: torch.Tensor | None = None,
+                 num_tiles: torch.Tensor | None = None, **generate_kwargs: Any) -> torch.Tensor:
+        """Generate with the KV cache; the vision encoder runs once. Returns only the new token ids.
+
+        Batched prompts must be left-padded.
+        """
+        embeds, _ = self.embed(input_ids, None, pixel_values, image_sizes, num_tiles)
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        return self.llm.model.generate(inputs_embeds=embeds, attention_mask=attention_mask, **generate_kwargs)
