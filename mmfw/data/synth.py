@@ -1,0 +1,426 @@
+"""Procedural synthetic visual-question-answering (VQA) dataset.
+
+Generates small RGB images of coloured geometric shapes on a plain background together with LLaVA-format
+conversation JSON files, so that a vision-language model can be trained and evaluated end-to-end without
+downloading anything.
+
+Layout written by :func:`generate_synthetic_vqa`::
+
+    out_dir/
+        images/train_000000.png ...  images/eval_000000.png ...
+        train.json            # list of LLaVA records
+        eval.json
+        synth_meta.json       # generation arguments (used by :func:`ensure_synthetic_vqa`)
+
+Each record looks like::
+
+    {"id": "train_000000", "image": "images/train_000000.png", "task": "color",
+     "conversations": [{"from": "human", "value": "<image>\\nWhat color is the shape?"},
+                       {"from": "gpt", "value": "red"}]}
+
+The image path is relative to the JSON file's directory. The extra ``task`` key names the question family and
+can be used for per-task metrics; LLaVA loaders ignore it.
+
+Question families (answers are short lowercase strings, suitable for exact match after
+:func:`normalize_answer`):
+
+* ``color``    -- one shape; answer is one of :data:`COLORS`.
+* ``shape``    -- one shape; answer is one of :data:`SHAPES`.
+* ``position`` -- one shape lying entirely inside one image quadrant; answer is one of :data:`POSITIONS`.
+* ``count``    -- 1 to 4 non-overlapping shapes of random type/colour; answer is ``"1"`` .. ``"4"``.
+
+Within each split the task mix is balanced across the requested tasks and the answers are balanced within each
+task (every answer occurs ``n // k`` or ``n // k + 1`` times), and the question paraphrase is drawn independently
+of the answer, so the question text never reveals the answer. Shapes are drawn without anti-aliasing, so every
+shape pixel has exactly its palette colour (handy for tests), and backgrounds are near-neutral greys that never
+coincide with a palette colour. Generation is fully deterministic given the arguments: the same seed produces
+byte-identical JSON files and PNG images.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "COLORS",
+    "COUNTS",
+    "POSITIONS",
+    "QUESTIONS",
+    "SHAPES",
+    "TASKS",
+    "ShapeSpec",
+    "SynthPaths",
+    "ensure_synthetic_vqa",
+    "generate_synthetic_vqa",
+    "normalize_answer",
+    "render_scene",
+]
+
+#: Bumped whenever the generator's output for given arguments changes (invalidates cached datasets).
+GENERATOR_VERSION = 1
+
+#: Well-separated palette colours (name -> RGB).
+COLORS: dict[str, tuple[int, int, int]] = {
+    "red": (220, 30, 30),
+    "green": (30, 170, 50),
+    "blue": (30, 70, 230),
+    "yellow": (240, 220, 20),
+    "purple": (150, 40, 200),
+    "orange": (250, 130, 0),
+}
+
+#: Shape types; all are visually distinct at 64 px (squares are axis-aligned, diamonds are rotated 45 degrees).
+SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "diamond")
+
+#: Quadrant answers of the ``position`` task.
+POSITIONS: tuple[str, ...] = ("top left", "top right", "bottom left", "bottom right")
+
+#: Answers of the ``count`` task.
+COUNTS: tuple[str, ...] = ("1", "2", "3", "4")
+
+TASKS: tuple[str, ...] = ("color", "shape", "position", "count")
+
+#: Question paraphrases per task. None of them depends on the answer.
+QUESTIONS: dict[str, tuple[str, ...]] = {
+    "color": (
+        "What color is the shape?",
+        "What is the color of the shape?",
+        "Which color does the object in the image have?",
+    ),
+    "shape": (
+        "What shape is in the image?",
+        "What kind of shape is shown?",
+        "Which shape do you see?",
+    ),
+    "position": (
+        "Where is the shape?",
+        "In which part of the image is the shape?",
+        "Where is the shape located?",
+    ),
+    "count": (
+        "How many shapes are there?",
+        "How many shapes are in the image?",
+        "Count the shapes in the image.",
+    ),
+}
+
+_ANSWERS: dict[str, tuple[str, ...]] = {
+    "color": tuple(COLORS),
+    "shape": SHAPES,
+    "position": POSITIONS,
+    "count": COUNTS,
+}
+
+_COLOR_NAMES: tuple[str, ...] = tuple(COLORS)
+_MIN_IMAGE_SIZE = 32
+_GAP = 2  # minimum free pixels between shapes / between a shape and a quadrant border
+_PNG_COMPRESS_LEVEL = 1
+
+
+@dataclass(frozen=True)
+class SynthPaths:
+    """Locations of a generated synthetic dataset."""
+
+    root: Path
+    train: Path
+    eval: Path
+    images: Path
+
+
+@dataclass(frozen=True)
+class ShapeSpec:
+    """One shape: type, colour name and its integer bounding box ``[x0, x1) x [y0, y1)`` (square, side ``size``)."""
+
+    shape: str
+    color: str
+    x0: int
+    y0: int
+    size: int
+
+    @property
+    def x1(self) -> int:
+        return self.x0 + self.size
+
+    @property
+    def y1(self) -> int:
+        return self.y0 + self.size
+
+
+def normalize_answer(text: str) -> str:
+    """Normalise an answer for exact-match scoring.
+
+    Lowercases, strips surrounding whitespace and trailing punctuation, and collapses internal whitespace runs
+    to a single space: ``"  Top   Left.\\n"`` -> ``"top left"``.
+    """
+    text = " ".join(text.lower().split())
+    text = re.sub(r"[\s.,!?;:'\"]+$", "", text)
+    return text.strip()
+
+
+def _paths(out_dir: str | Path) -> SynthPaths:
+    root = Path(out_dir)
+    return SynthPaths(root=root, train=root / "train.json", eval=root / "eval.json", images=root / "images")
+
+
+def render_scene(shapes: Sequence[ShapeSpec], background: tuple[int, int, int], image_size: int) -> Image.Image:
+    """Draw ``shapes`` (without anti-aliasing) on a plain ``background`` and return an RGB image.
+
+    Every shape stays inside its bounding box ``[x0, x0 + size) x [y0, y0 + size)``.
+    """
+    img = Image.new("RGB", (image_size, image_size), background)
+    draw = ImageDraw.Draw(img)
+    for s in shapes:
+        fill = COLORS[s.color]
+        x0, y0, x1, y1 = s.x0, s.y0, s.x1 - 1, s.y1 - 1  # inclusive pixel coordinates
+        if s.shape == "circle":
+            draw.ellipse((x0, y0, x1, y1), fill=fill)
+        elif s.shape == "square":
+            draw.rectangle((x0, y0, x1, y1), fill=fill)
+        elif s.shape == "triangle":
+            draw.polygon([((x0 + x1) / 2, y0), (x1, y1), (x0, y1)], fill=fill)
+        elif s.shape == "diamond":
+            cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+            draw.polygon([(cx, y0), (x1, cy), (cx, y1), (x0, cy)], fill=fill)
+        else:
+            raise ValueError(f"unknown shape {s.shape!r}")
+    return img
+
+
+def _background(rng: np.random.Generator) -> tuple[int, int, int]:
+    """A near-neutral light or dark grey with a slight random tint (never equal to a palette colour)."""
+    level = int(rng.integers(185, 251)) if rng.random() < 0.5 else int(rng.integers(10, 71))
+    tint = rng.integers(-6, 7, size=3)
+    r, g, b = (int(np.clip(level + t, 0, 255)) for t in tint)
+    return (r, g, b)
+
+
+def _balanced(rng: np.random.Generator, values: Sequence[str], n: int) -> list[str]:
+    """``n`` values in which each value occurs ``n // k`` or ``n // k + 1`` times, shuffled.
+
+    The values receiving the extra occurrences are chosen at random so no value is systematically favoured.
+    """
+    k = len(values)
+    reps = n // k
+    extra = [values[i] for i in rng.permutation(k)[: n - reps * k]]
+    out = [v for v in values for _ in range(reps)] + extra
+    return [out[i] for i in rng.permutation(n)]
+
+
+def _single_shape(
+    rng: np.random.Generator, image_size: int, shape: str, color: str, lo: float = 0.25, hi: float = 0.45
+) -> ShapeSpec:
+    size = int(rng.integers(round(lo * image_size), round(hi * image_size) + 1))
+    x0 = int(rng.integers(0, image_size - size + 1))
+    y0 = int(rng.integers(0, image_size - size + 1))
+    return ShapeSpec(shape, color, x0, y0, size)
+
+
+def _quadrant_shape(rng: np.random.Generator, image_size: int, position: str, shape: str, color: str) -> ShapeSpec:
+    """A shape lying entirely inside the given quadrant, at least ``_GAP`` pixels away from the mid lines."""
+    half = image_size // 2
+    max_size = half - _GAP
+    size = int(rng.integers(max(4, round(0.2 * image_size)), min(max_size, round(0.35 * image_size)) + 1))
+    # Offsets inside the quadrant [0, half - _GAP - size]; the far side leaves a _GAP margin to the mid line.
+    ox = int(rng.integers(0, half - _GAP - size + 1))
+    oy = int(rng.integers(0, half - _GAP - size + 1))
+    vertical, horizontal = position.split()
+    x0 = ox if horizontal == "left" else image_size - half + _GAP + ox
+    y0 = oy if vertical == "top" else image_size - half + _GAP + oy
+    return ShapeSpec(shape, color, x0, y0, size)
+
+
+def _count_shapes(rng: np.random.Generator, image_size: int, n: int) -> list[ShapeSpec]:
+    """``n`` shapes with random type/colour whose bounding boxes are at least ``_GAP`` pixels apart."""
+    lo, hi = 0.15, 0.25
+    while True:
+        placed: list[ShapeSpec] = []
+        for _attempt in range(200):
+            if len(placed) == n:
+                break
+            shape = SHAPES[int(rng.integers(len(SHAPES)))]
+            color = _COLOR_NAMES[int(rng.integers(len(_COLOR_NAMES)))]
+            cand = _single_shape(rng, image_size, shape, color, lo, hi)
+            if all(
+                cand.x0 >= p.x1 + _GAP or p.x0 >= cand.x1 + _GAP or cand.y0 >= p.y1 + _GAP or p.y0 >= cand.y1 + _GAP
+                for p in placed
+            ):
+                placed.append(cand)
+        if len(placed) == n:
+            return placed
+        # Unusually crowded scene: retry with smaller shapes.
+        lo, hi = max(0.08, lo * 0.85), max(0.08, hi * 0.85)
+
+
+def _make_scene(rng: np.random.Generator, task: str, answer: str, image_size: int) -> list[ShapeSpec]:
+    def rand_shape() -> str:
+        return SHAPES[int(rng.integers(len(SHAPES)))]
+
+    def rand_color() -> str:
+        return _COLOR_NAMES[int(rng.integers(len(_COLOR_NAMES)))]
+
+    if task == "color":
+        return [_single_shape(rng, image_size, rand_shape(), answer)]
+    if task == "shape":
+        return [_single_shape(rng, image_size, answer, rand_color())]
+    if task == "position":
+        return [_quadrant_shape(rng, image_size, answer, rand_shape(), rand_color())]
+    if task == "count":
+        return _count_shapes(rng, image_size, int(answer))
+    raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
+
+
+def _generate_split(
+    split: str, n: int, rng: np.random.Generator, root: Path, image_size: int, tasks: Sequence[str]
+) -> list[dict[str, Any]]:
+    task_list = _balanced(rng, list(tasks), n)
+    answers: dict[str, list[str]] = {
+        t: _balanced(rng, _ANSWERS[t], sum(1 for x in task_list if x == t)) for t in dict.fromkeys(tasks)
+    }
+    cursor = dict.fromkeys(answers, 0)
+    records: list[dict[str, Any]] = []
+    for i, task in enumerate(task_list):
+        answer = answers[task][cursor[task]]
+        cursor[task] += 1
+        question = QUESTIONS[task][int(rng.integers(len(QUESTIONS[task])))]
+        background = _background(rng)
+        shapes = _make_scene(rng, task, answer, image_size)
+        rel = f"images/{split}_{i:06d}.png"
+        render_scene(shapes, background, image_size).save(root / rel, format="PNG", compress_level=_PNG_COMPRESS_LEVEL)
+        records.append(
+            {
+                "id": f"{split}_{i:06d}",
+                "image": rel,
+                "task": task,
+                "conversations": [
+                    {"from": "human", "value": f"<image>\n{question}"},
+                    {"from": "gpt", "value": answer},
+                ],
+            }
+        )
+    return records
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _meta(num_train: int, num_eval: int, image_size: int, seed: int, tasks: Sequence[str]) -> dict[str, Any]:
+    return {
+        "generator_version": GENERATOR_VERSION,
+        "num_train": int(num_train),
+        "num_eval": int(num_eval),
+        "image_size": int(image_size),
+        "seed": int(seed),
+        "tasks": list(tasks),
+    }
+
+
+def _validate(num_train: int, num_eval: int, image_size: int, tasks: Sequence[str]) -> None:
+    if num_train < 0 or num_eval < 0:
+        raise ValueError("num_train and num_eval must be non-negative")
+    if image_size < _MIN_IMAGE_SIZE:
+        raise ValueError(f"image_size must be >= {_MIN_IMAGE_SIZE}, got {image_size}")
+    if isinstance(tasks, str):
+        raise TypeError("tasks must be a sequence of task names, not a string")
+    if not tasks:
+        raise ValueError("tasks must not be empty")
+    unknown = [t for t in tasks if t not in TASKS]
+    if unknown:
+        raise ValueError(f"unknown tasks {unknown}; expected a subset of {TASKS}")
+
+
+def generate_synthetic_vqa(
+    out_dir: str | Path,
+    num_train: int,
+    num_eval: int,
+    image_size: int = 64,
+    seed: int = 0,
+    tasks: Sequence[str] = TASKS,
+) -> SynthPaths:
+    """Generate the synthetic VQA dataset into ``out_dir`` (always regenerates; see :func:`ensure_synthetic_vqa`).
+
+    Args:
+        out_dir: Output directory (created if missing). Stale ``train_*/eval_*`` PNGs from earlier runs are removed.
+        num_train: Number of training records (one image each).
+        num_eval: Number of evaluation records (one image each).
+        image_size: Side length of the square RGB images, at least 32.
+        seed: Random seed; the same arguments give byte-identical JSON and PNG files.
+        tasks: Question families to include, a subset of :data:`TASKS`. The split is balanced over them.
+
+    Returns:
+        The dataset's :class:`SynthPaths`.
+    """
+    tasks = tuple(dict.fromkeys(tasks)) if not isinstance(tasks, str) else tasks  # dedupe, keep order
+    _validate(num_train, num_eval, image_size, tasks)
+    paths = _paths(out_dir)
+    paths.images.mkdir(parents=True, exist_ok=True)
+    meta_path = paths.root / "synth_meta.json"
+    meta_path.unlink(missing_ok=True)  # invalidate first: an interrupted run must not look complete
+    for stale in paths.images.glob("*.png"):
+        if stale.name.startswith(("train_", "eval_")):
+            stale.unlink()
+
+    start = time.perf_counter()
+    # Independent streams per split: eval content does not depend on num_train and vice versa.
+    splits = {"train": (num_train, paths.train, 0), "eval": (num_eval, paths.eval, 1)}
+    for split, (n, json_path, stream) in splits.items():
+        rng = np.random.default_rng([int(seed), stream])
+        records = _generate_split(split, n, rng, paths.root, image_size, tasks)
+        _write_text_atomic(json_path, json.dumps(records, indent=1) + "\n")
+    meta = _meta(num_train, num_eval, image_size, seed, tasks)
+    _write_text_atomic(meta_path, json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    logger.info(
+        "generated synthetic VQA in %s: %d train + %d eval images (%dpx, tasks=%s) in %.1fs",
+        paths.root,
+        num_train,
+        num_eval,
+        image_size,
+        ",".join(tasks),
+        time.perf_counter() - start,
+    )
+    return paths
+
+
+def ensure_synthetic_vqa(
+    out_dir: str | Path,
+    num_train: int,
+    num_eval: int,
+    image_size: int = 64,
+    seed: int = 0,
+    tasks: Sequence[str] = TASKS,
+) -> SynthPaths:
+    """Return the dataset in ``out_dir``, generating it only if it is missing or was made with other arguments.
+
+    The dataset is reused when ``train.json``, ``eval.json`` and ``synth_meta.json`` exist and the stored
+    arguments equal the requested ones; otherwise :func:`generate_synthetic_vqa` is called.
+    """
+    tasks = tuple(dict.fromkeys(tasks)) if not isinstance(tasks, str) else tasks  # dedupe, keep order
+    _validate(num_train, num_eval, image_size, tasks)
+    paths = _paths(out_dir)
+    meta_path = paths.root / "synth_meta.json"
+    wanted = _meta(num_train, num_eval, image_size, seed, tasks)
+    if paths.train.is_file() and paths.eval.is_file() and meta_path.is_file():
+        try:
+            stored = json.loads(meta_path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            stored = None
+        if stored == wanted:
+            logger.info("reusing synthetic VQA dataset in %s", paths.root)
+            return paths
+        logger.info("synthetic VQA in %s was generated with other arguments; regenerating", paths.root)
+    return generate_synthetic_vqa(out_dir, num_train, num_eval, image_size=image_size, seed=seed, tasks=tasks)
