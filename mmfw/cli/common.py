@@ -1,0 +1,46 @@
+"""Shared pieces of the CLI commands: config arguments and error reporting."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import NoReturn
+
+from mmfw.components import Registries, default_registries
+from mmfw.config import ConfigError, ExperimentConfig, load_config
+
+
+class CLIError(Exception):
+    """An error the CLI reports as one line (per problem) without a traceback; exit code 2 by default."""
+
+    def __init__(self, message: str, exit_code: int = 2) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", help="experiment YAML file")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value by dotted path, e.g. --set training.learning_rate=1e-4")
+
+
+def load_experiment(args: argparse.Namespace, registries: Registries | None = None) -> ExperimentConfig:
+    return load_config(args.config, registries or default_registries(), args.overrides)
+
+
+def fail(message: str, exit_code: int = 2) -> NoReturn:
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(exit_code)
+
+
+def report(err: BaseException) -> int:
+    """Print an expected error as one line per problem; return the exit code."""
+    if isinstance(err, ConfigError):
+        for line in str(err).splitlines():
+            print(f"error: {line}", file=sys.stderr)
+        return 2
+    if isinstance(err, CLIError):
+        print(f"error: {err}", file=sys.stderr)
+        return err.exit_code
+    print(f"error: {type(err).__name__}: {err}", file=sys.stderr)
+    return 1
