@@ -1,0 +1,98 @@
+"""Evaluation on a held-out split: loss over the supervised tokens and exact-match accuracy of generated answers."""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Subset
+
+from mmfw.data.collator import VLMCollator
+from mmfw.data.dataset import LlavaDataset
+from mmfw.data.synth import normalize_answer
+from mmfw.model.vlm import VisionLanguageModel
+
+logger = logging.getLogger(__name__)
+
+
+def _resolve(dataset: LlavaDataset | Subset, index: int) -> tuple[LlavaDataset, int]:
+    """The underlying dataset and index of item ``index`` of a (possibly nested) ``Subset``."""
+    while isinstance(dataset, Subset):
+        dataset, index = dataset.dataset, dataset.indices[index]
+    return dataset, index
+
+
+class _PromptView(torch.utils.data.Dataset):
+    """Generation prompts (up to each sample's last reply) of a dataset."""
+
+    def __init__(self, dataset: LlavaDataset | Subset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        base, j = _resolve(self.dataset, i)
+        return base.prompt_item(j)
+
+
+def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+MODEL_INPUTS = ("input_ids", "attention_mask", "labels", "pixel_values", "image_sizes", "num_tiles")
+
+
+def model_inputs(batch: dict[str, Any]) -> dict[str, Any]:
+    return {k: batch[k] for k in MODEL_INPUTS if k in batch}
+
+
+@torch.no_grad()
+def evaluate_loss(model: VisionLanguageModel, dataset: LlavaDataset, collator: VLMCollator, batch_size: int,
+                  device: torch.device) -> float:
+    """Mean next-token loss over every supervised token of ``dataset``."""
+    total, count = 0.0, 0
+    for batch in DataLoader(dataset, batch_size=batch_size, collate_fn=collator):
+        batch = _to_device(batch, device)
+        out = model(**model_inputs(batch))
+        n = int((batch["labels"][:, 1:] != -100).sum())
+        total += float(out.loss) * n
+        count += n
+    return total / max(count, 1)
+
+
+@torch.no_grad()
+def evaluate_accuracy(model: VisionLanguageModel, tokenizer: Any, dataset: LlavaDataset, batch_size: int,
+                      max_new_tokens: int, device: torch.device) -> dict[str, float]:
+    """Exact match (after :func:`normalize_answer`) of greedy answers to each sample's last reply.
+
+    Returns ``accuracy``, ``num_samples`` and ``accuracy/<task>`` for records that carry a ``task`` field.
+    """
+    collator = VLMCollator(tokenizer.pad_token_id, padding_side="left")
+    loader = DataLoader(_PromptView(dataset), batch_size=batch_size, collate_fn=lambda s: (collator(s), s))
+    hits: dict[str, list[int]] = defaultdict(list)
+    index = 0
+    for batch, samples in loader:
+        batch = _to_device(batch, device)
+        new = model.generate(**{k: v for k, v in model_inputs(batch).items() if k != "labels"},
+                             max_new_tokens=max_new_tokens, do_sample=False)
+        texts = tokenizer.batch_decode(new, skip_special_tokens=True)
+        for text, sample in zip(texts, samples):
+            ok = int(normalize_answer(text) == normalize_answer(sample["answer"]))
+            hits["all"].append(ok)
+            task = _task_of(dataset, index)
+            if task is not None:
+                hits[task].append(ok)
+            index += 1
+    metrics = {"accuracy": sum(hits["all"]) / max(len(hits["all"]), 1), "num_samples": float(len(hits["all"]))}
+    for task, values in sorted(hits.items()):
+        if task != "all":
+            metrics[f"accuracy/{task}"] = sum(values) / len(values)
+    return metrics
+
+
+def _task_of(dataset: LlavaDataset | Subset, index: int) -> str | None:
+    base, j = _resolve(dataset, index)
+    return getattr(base.conversation(j), "metadata", {}).get("task")
