@@ -1,0 +1,261 @@
+"""Chat messages -> ``input_ids`` and ``labels`` with the tokenizer's own chat template.
+
+:func:`encode_conversation` renders the conversation with ``tokenizer.apply_chat_template(..., tokenize=False)`` and
+tokenizes the text with ``add_special_tokens=False`` (templates write the BOS token into the text themselves; letting
+the tokenizer add another would double it).
+
+**Which tokens are supervised.** Labels are ``-100`` everywhere except the tokens of each assistant reply, including
+the template's end-of-turn token(s) (``<|im_end|>`` for ChatML, ``</s>`` for Mistral / Llama-2) so that the model
+learns to stop. The spans are found without knowing the template, by incremental rendering: for the k-th message
+that is an assistant reply, ``P = render(messages[:k], add_generation_prompt=True)`` is everything the model sees
+before it writes the reply and ``Q = render(messages[:k + 1])`` is the same conversation with the reply written out;
+the supervised tokens are ``tokens(Q)[len(tokens(P)):]``. Tokens at the end of that span whose text is only
+whitespace are *not* supervised: ChatML renders ``"<|im_end|>\\n"`` and the newline after the end-of-turn token is
+template glue that a generating model never produces (it stops at ``<|im_end|>``). Whitespace inside the reply, or
+at its end but before the end-of-turn token, stays supervised.
+
+This is only sound when the template is *prefix-stable*: ``tokens(P)`` must be a prefix of ``tokens(Q)`` and
+``tokens(Q)`` a prefix of the tokens of the whole conversation. Both are checked; a violation raises
+:class:`TemplateMismatchError` naming the sample, the assistant turn and the first differing token position, rather
+than masking the whole sample (LLaVA's "tokenization mismatch" warning, whose samples silently train with loss 0).
+
+**Images.** Each occurrence of the (single-token) image placeholder is then expanded to ``image_token_counts[i]``
+copies for the i-th image, all labelled ``-100``; the number of placeholders in the rendered ids must equal
+``len(image_token_counts)``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "IGNORE_INDEX",
+    "EncodedSample",
+    "TemplateMismatchError",
+    "encode_conversation",
+    "encode_prompt",
+    "image_token_id",
+    "render_supervision",
+    "with_system_prompt",
+]
+
+IGNORE_INDEX = -100
+
+_warned_no_eos: set[str] = set()
+
+
+class TemplateMismatchError(ValueError):
+    """The chat template is not prefix-stable for a sample, so assistant spans cannot be located reliably."""
+
+
+@dataclass
+class EncodedSample:
+    """Token ids and labels of one sample (image placeholders already expanded). Both lists have equal length."""
+
+    input_ids: list[int]
+    labels: list[int]
+
+    def __post_init__(self) -> None:
+        if len(self.input_ids) != len(self.labels):
+            raise ValueError(f"input_ids ({len(self.input_ids)}) and labels ({len(self.labels)}) differ in length")
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    @property
+    def num_supervised(self) -> int:
+        return sum(1 for x in self.labels if x != IGNORE_INDEX)
+
+
+def image_token_id(tokenizer: Any, image_token: str) -> int:
+    """The id of ``image_token``, checking that it is one token of ``tokenizer`` (added as a special token)."""
+    tid = tokenizer.convert_tokens_to_ids(image_token)
+    vocab_ok = isinstance(tid, int) and (tid != tokenizer.unk_token_id or image_token == tokenizer.unk_token)
+    if vocab_ok:
+        ids = tokenizer(f"a{image_token}b", add_special_tokens=False)["input_ids"]
+        vocab_ok = ids.count(tid) == 1
+    if not vocab_ok:
+        raise ValueError(f"image token {image_token!r} is not a single token of the tokenizer; add it first, e.g. "
+                         f"tokenizer.add_special_tokens({{'additional_special_tokens': [{image_token!r}]}}) "
+                         f"(and resize the model's embeddings)")
+    return tid
+
+
+def with_system_prompt(messages: Sequence[dict[str, str]], system_prompt: str | None) -> list[dict[str, str]]:
+    """``messages`` with a leading system message holding ``system_prompt``, unless it is None or one exists."""
+    out = [dict(m) for m in messages]
+    if system_prompt is not None and not (out and out[0]["role"] == "system"):
+        out.insert(0, {"role": "system", "content": system_prompt})
+    return out
+
+
+def _render(tokenizer: Any, messages: list[dict[str, str]], add_generation_prompt: bool) -> list[int]:
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def _first_difference(a: Sequence[int], b: Sequence[int]) -> int:
+    for i, (x, y) in enumerate(zip(a, b, strict=False)):
+        if x != y:
+            return i
+    return min(len(a), len(b))
+
+
+def _mismatch(tokenizer: Any, sample_id: str, turn: int, what: str, short: list[int], long: list[int]) -> str:
+    pos = _first_difference(short, long)
+    lo = max(0, pos - 8)
+
+    def ctx(ids: list[int]) -> str:
+        return repr(tokenizer.decode(ids[lo:pos + 8], skip_special_tokens=False))
+
+    return (f"sample {sample_id!r}: chat template is not prefix-stable at assistant message {turn}: {what} "
+            f"(first difference at token {pos}; shorter render near there: {ctx(short)} "
+            f"[{len(short)} tokens], longer render: {ctx(long)} [{len(long)} tokens]). Use a template whose "
+            f"rendering of a conversation prefix is a token prefix of the full rendering.")
+
+
+def _check_template(tokenizer: Any) -> None:
+    if not getattr(tokenizer, "chat_template", None):
+        raise ValueError(f"tokenizer {getattr(tokenizer, 'name_or_path', '')!r} has no chat_template; set "
+                         f"tokenizer.chat_template first")
+
+
+def _is_whitespace_token(tokenizer: Any, tid: int) -> bool:
+    return tokenizer.decode([tid], skip_special_tokens=False).strip() == "" and tid not in tokenizer.all_special_ids
+
+
+def _expand_images(ids: list[int], labels: list[int], tid: int, counts: Sequence[int], sample_id: str
+                   ) -> tuple[list[int], list[int]]:
+    found = ids.count(tid)
+    if found != len(counts):
+        raise ValueError(f"sample {sample_id!r}: the rendered conversation has {found} image token(s) but "
+                         f"{len(counts)} image(s) were given")
+    out_ids: list[int] = []
+    out_labels: list[int] = []
+    k = 0
+    for t, lab in zip(ids, labels, strict=True):
+        if t == tid:
+            n = int(counts[k])
+            if n < 1:
+                raise ValueError(f"sample {sample_id!r}: image {k} has {n} tokens; every image needs at least one")
+            out_ids.extend([tid] * n)
+            out_labels.extend([IGNORE_INDEX] * n)
+            k += 1
+        else:
+            out_ids.append(t)
+            out_labels.append(lab)
+    return out_ids, out_labels
+
+
+def encode_conversation(
+    messages: Sequence[dict[str, str]],
+    tokenizer: Any,
+    *,
+    image_token: str,
+    image_token_counts: Sequence[int],
+    system_prompt: str | None = None,
+    sample_id: str = "<sample>",
+) -> EncodedSample:
+    """Render and tokenize a conversation; supervise only the assistant replies (+ end-of-turn token).
+
+    Args:
+        messages: ``{"role", "content"}`` dicts; roles system/user/assistant. Passed to the template as they are.
+        tokenizer: A transformers tokenizer with a ``chat_template``.
+        image_token: The placeholder; must be a single token of ``tokenizer``.
+        image_token_counts: Tokens each image becomes (``ImageStrategy.num_tokens``), in placeholder order.
+        system_prompt: Prepended as a system message unless the conversation already starts with one.
+        sample_id: Named in error messages.
+
+    Raises:
+        TemplateMismatchError: the template is not prefix-stable for this conversation.
+        ValueError: the image token is not a single token, or the placeholder count differs from the images.
+    """
+    _check_template(tokenizer)
+    tid = image_token_id(tokenizer, image_token)
+    msgs = with_system_prompt(messages, system_prompt)
+    full = _render(tokenizer, msgs, add_generation_prompt=False)
+    labels = [IGNORE_INDEX] * len(full)
+    eos = tokenizer.eos_token_id
+    eos_supervised = False
+    for k, m in enumerate(msgs):
+        if m["role"] != "assistant":
+            continue
+        before = _render(tokenizer, msgs[:k], add_generation_prompt=True)
+        after = _render(tokenizer, msgs[:k + 1], add_generation_prompt=False)
+        if after[:len(before)] != before:
+            raise TemplateMismatchError(_mismatch(tokenizer, sample_id, k, "the prompt (with generation prompt) is "
+                                                  "not a prefix of the prompt + reply", before, after))
+        if full[:len(after)] != after:
+            raise TemplateMismatchError(_mismatch(tokenizer, sample_id, k, "the conversation up to this reply is "
+                                                  "not a prefix of the whole conversation", after, full))
+        start, end = len(before), len(after)
+        while end > start and _is_whitespace_token(tokenizer, after[end - 1]):
+            end -= 1
+        if end == start:
+            logger.warning("sample %r: assistant message %d renders to no supervised token", sample_id, k)
+        labels[start:end] = full[start:end]
+        eos_supervised = eos_supervised or (eos is not None and eos in full[start:end])
+    if not eos_supervised and eos is not None:
+        key = f"{getattr(tokenizer, 'name_or_path', '')}|{tokenizer.chat_template}"
+        if key not in _warned_no_eos:
+            _warned_no_eos.add(key)
+            logger.warning("sample %r: the eos token %r is not part of any supervised reply; with this chat "
+                           "template a trained model may not learn to stop", sample_id, tokenizer.eos_token)
+    ids, labels = _expand_images(full, labels, tid, image_token_counts, sample_id)
+    return EncodedSample(input_ids=ids, labels=labels)
+
+
+def encode_prompt(
+    messages: Sequence[dict[str, str]],
+    tokenizer: Any,
+    *,
+    image_token: str,
+    image_token_counts: Sequence[int],
+    system_prompt: str | None = None,
+    sample_id: str = "<sample>",
+) -> list[int]:
+    """Ids of a generation prompt: ``messages`` (no trailing reply) rendered with ``add_generation_prompt=True``,
+    image placeholders expanded as in :func:`encode_conversation`."""
+    _check_template(tokenizer)
+    tid = image_token_id(tokenizer, image_token)
+    ids = _render(tokenizer, with_system_prompt(messages, system_prompt), add_generation_prompt=True)
+    ids, _ = _expand_images(ids, [IGNORE_INDEX] * len(ids), tid, image_token_counts, sample_id)
+    return ids
+
+
+def render_supervision(input_ids: Sequence[int], labels: Sequence[int], tokenizer: Any, *,
+                       image_token: str | None = None) -> str:
+    """Decode a sample with its supervised spans wrapped in ``[[...]]`` (for eyeballing label masks).
+
+    With ``image_token``, each run of image tokens is shown once as ``<image>×N``.
+    """
+    ids = [int(x) for x in input_ids]
+    labs = [int(x) for x in labels]
+    if len(ids) != len(labs):
+        raise ValueError(f"input_ids ({len(ids)}) and labels ({len(labs)}) differ in length")
+    tid = tokenizer.convert_tokens_to_ids(image_token) if image_token is not None else None
+    parts: list[str] = []
+    prev = ""  # decoded text of ids[:i]; pieces are taken as differences so that leading spaces survive
+    i = 0
+    while i < len(ids):
+        is_image = tid is not None and ids[i] == tid
+        sup = labs[i] != IGNORE_INDEX
+        j = i
+        while j < len(ids) and ((tid is not None and ids[j] == tid) == is_image
+                                and (is_image or (labs[j] != IGNORE_INDEX) == sup)):
+            j += 1
+        decoded = tokenizer.decode(ids[:j], skip_special_tokens=False)
+        piece = decoded[len(prev):] if decoded.startswith(prev) else tokenizer.decode(ids[i:j],
+                                                                                      skip_special_tokens=False)
+        prev = decoded
+        if is_image:
+            parts.append(f"{image_token}×{j - i}")
+        else:
+            parts.append(f"[[{piece}]]" if sup else piece)
+        i = j
+    return "".join(parts)
