@@ -45,11 +45,18 @@ TINY_MODEL: dict[str, Any] = {
 }
 
 
-@pytest.fixture
-def tiny_experiment(tokenizer_dir: Path, synth_data: SynthPaths, tmp_path: Path) -> dict[str, Any]:
-    """A complete, valid experiment dict training a tiny model on the synthetic data for a few steps."""
+@pytest.fixture(scope="session")
+def tiny_model(tokenizer_dir: Path) -> dict[str, Any]:
+    """A tiny CLIP + MLP + Llama model config (a fresh copy per use)."""
     model = copy.deepcopy(TINY_MODEL)
     model["llm"]["tokenizer"] = str(tokenizer_dir)
+    return model
+
+
+@pytest.fixture
+def tiny_experiment(tiny_model: dict[str, Any], synth_data: SynthPaths, tmp_path: Path) -> dict[str, Any]:
+    """A complete, valid experiment dict training a tiny model on the synthetic data for a few steps."""
+    model = copy.deepcopy(tiny_model)
     return {
         "name": "tiny",
         "seed": 0,

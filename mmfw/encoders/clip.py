@@ -1,7 +1,9 @@
 """CLIP ViT vision encoder through transformers' ``CLIPVisionModel`` (LLaVA's vision tower).
 
 Features come from the hidden states of ``feature_layer`` (the penultimate layer by default, as in LLaVA), with the
-CLS token dropped, so one row per patch.
+CLS token dropped, so one row per patch. Layers after ``feature_layer`` and the post-layernorm never influence the
+output, so they are removed (as OmniLMM does for EVA02): no wasted compute, and no parameter without a gradient
+(which DDP would reject).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from typing import Literal
 import torch
 from pydantic import Field, model_validator
 from transformers import CLIPVisionConfig, CLIPVisionModel
+from typing_extensions import Self
 
 from mmfw.config.base import StrictModel, VisionEncoderConfig
 from mmfw.encoders.base import DType, VisionEncoder, VisionSpec, torch_dtype
@@ -43,6 +46,11 @@ class CLIPEncoderConfig(VisionEncoderConfig):
     image_std: tuple[float, float, float] = OPENAI_CLIP_STD
     dtype: DType = "float32"
 
+    @classmethod
+    def example(cls) -> Self:
+        return cls(architecture=CLIPArchitecture(image_size=32, patch_size=8, hidden_size=32, intermediate_size=64,
+                                                 num_hidden_layers=2, num_attention_heads=2, projection_dim=32))
+
     @model_validator(mode="after")
     def _source(self) -> CLIPEncoderConfig:
         if (self.pretrained is None) == (self.architecture is None):
@@ -64,6 +72,13 @@ class CLIPVisionEncoder(VisionEncoder):
         else:
             self.model = CLIPVisionModel(CLIPVisionConfig(**cfg.architecture.model_dump())).to(dtype)
         mc = self.model.config
+        keep = cfg.feature_layer % (mc.num_hidden_layers + 1)
+        if not -mc.num_hidden_layers - 1 <= cfg.feature_layer <= mc.num_hidden_layers:
+            raise ValueError(f"feature_layer {cfg.feature_layer} out of range for {mc.num_hidden_layers} layers")
+        tower = self.tower
+        tower.encoder.layers = tower.encoder.layers[:keep]
+        tower.post_layernorm = torch.nn.Identity()
+        self.num_layers_kept = keep
         self._spec = VisionSpec(image_size=(mc.image_size, mc.image_size), patch_size=mc.patch_size,
                                 mean=cfg.image_mean, std=cfg.image_std, embed_dim=mc.hidden_size)
 
@@ -71,9 +86,14 @@ class CLIPVisionEncoder(VisionEncoder):
     def spec(self) -> VisionSpec:
         return self._spec
 
+    @property
+    def tower(self) -> torch.nn.Module:
+        """The vision transformer (``CLIPVisionModel`` itself in transformers v5, ``.vision_model`` before)."""
+        return getattr(self.model, "vision_model", self.model)
+
     def layer_groups(self) -> list[torch.nn.Module]:
-        return list(self.model.vision_model.encoder.layers)
+        return list(self.tower.encoder.layers)
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        out = self.model(pixel_values.to(self.dtype), output_hidden_states=True)
-        return out.hidden_states[self.cfg.feature_layer][:, 1:]
+        out = self.model(pixel_values.to(self.dtype))
+        return out.last_hidden_state[:, 1:]
