@@ -1,0 +1,1 @@
+"""Example third-party mmfw plugin: the ``avgpool-mlp`` connector."""
