@@ -1,20 +1,36 @@
-"""Base classes of every config: strict (unknown keys forbidden) and frozen (never mutated once read)."""
+"""Base classes of every config: strict (unknown keys forbidden) and frozen (never mutated once read).
+
+Part of every component's contract: its config class provides :meth:`ComponentConfig.example`, a tiny, fast,
+random-init config. The contract tests (``tests/contract``) build every registered component from it, so a newly
+registered component is tested without editing any test, and the component docs show it.
+"""
 
 from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict
+from typing_extensions import Self
 
 
 class StrictModel(BaseModel):
     """A config section: unknown keys are errors, values are immutable after validation."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=(), use_attribute_docstrings=True)
 
 
 class ComponentConfig(StrictModel):
     """Config of a registered component. Subclasses narrow ``type`` to ``Literal["their-name"]``."""
 
     type: str
+
+    @classmethod
+    def example(cls) -> Self:
+        """A tiny, fast, random-init config of this component (no download, well under a second to build and run).
+
+        Used by the contract tests, which are parametrised over every registry entry, and by the docs.
+        """
+        raise NotImplementedError(
+            f"{cls.__name__} does not implement example(); every component config must return a tiny random-init "
+            "config used by the contract tests and the docs")
 
 
 class VisionEncoderConfig(ComponentConfig):
@@ -27,6 +43,14 @@ class ConnectorConfig(ComponentConfig):
 
 class LLMConfig(ComponentConfig):
     """Base of LLM configs."""
+
+    @classmethod
+    def example(cls, tokenizer: str) -> Self:  # type: ignore[override]
+        """A tiny random-init config using the tokenizer in directory ``tokenizer`` (an LLM's vocabulary comes from
+        its tokenizer, so the tests pass a small offline one)."""
+        raise NotImplementedError(
+            f"{cls.__name__} does not implement example(tokenizer); every LLM config must return a tiny random-init "
+            "config used by the contract tests and the docs")
 
 
 class ImageStrategyConfig(ComponentConfig):

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from pydantic import Field
 from torch import nn
+from typing_extensions import Self
 
 from mmfw.config.base import ConnectorConfig
 from mmfw.connectors.base import Connector
 from mmfw.registry import component
+
+if TYPE_CHECKING:
+    from mmfw.export.hf_llava import HFLlavaPart
 
 
 class MLPConnectorConfig(ConnectorConfig):
@@ -21,6 +25,10 @@ class MLPConnectorConfig(ConnectorConfig):
     init_std: float | None = Field(None, gt=0)
     """If set, weights ~ N(0, init_std) and zero bias (the Qwen VLM uses 0.01); else PyTorch's default."""
 
+    @classmethod
+    def example(cls) -> Self:
+        return cls()
+
 
 _ACTIVATIONS = {
     "gelu": lambda: nn.GELU(),
@@ -28,6 +36,9 @@ _ACTIVATIONS = {
     "relu": lambda: nn.ReLU(),
     "silu": lambda: nn.SiLU(),
 }
+
+_HF_ACTIVATIONS = {"gelu": "gelu", "gelu_tanh": "gelu_pytorch_tanh", "relu": "relu", "silu": "silu"}
+"""transformers' ``ACT2FN`` names of the activations."""
 
 
 @component("mlp", config=MLPConnectorConfig)
@@ -52,3 +63,14 @@ class MLPConnector(Connector):
 
     def forward(self, features: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
         return self.net(features.to(self.net[0].weight.dtype))
+
+    def hf_llava_export(self) -> HFLlavaPart:
+        """transformers' ``LlavaMultiModalProjector`` (``linear_1 -> act -> linear_2``): depth 2 only."""
+        from mmfw.export.hf_llava import ExportError, HFLlavaPart
+
+        if self.cfg.depth != 2:
+            raise ExportError(f"depth {self.cfg.depth}: transformers' Llava projector has exactly 2 layers")
+        return HFLlavaPart(
+            config={"projector_hidden_act": _HF_ACTIVATIONS[self.cfg.activation], "multimodal_projector_bias": True},
+            weights={f"model.multi_modal_projector.linear_{i + 1}.{k}": v
+                     for i, layer in enumerate((self.net[0], self.net[2])) for k, v in layer.state_dict().items()})

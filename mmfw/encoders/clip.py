@@ -8,7 +8,7 @@ output, so they are removed (as OmniLMM does for EVA02): no wasted compute, and 
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from pydantic import Field, model_validator
@@ -18,6 +18,9 @@ from typing_extensions import Self
 from mmfw.config.base import StrictModel, VisionEncoderConfig
 from mmfw.encoders.base import DType, VisionEncoder, VisionSpec, torch_dtype
 from mmfw.registry import component
+
+if TYPE_CHECKING:
+    from mmfw.export.hf_llava import HFLlavaPart
 
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -97,3 +100,25 @@ class CLIPVisionEncoder(VisionEncoder):
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         out = self.model(pixel_values.to(self.dtype))
         return out.last_hidden_state[:, 1:]
+
+    def hf_llava_export(self) -> HFLlavaPart:
+        """transformers' Llava vision tower: the kept layers, features from the last of them, CLS dropped
+        (``vision_feature_select_strategy="default"``). The post-layernorm never reaches the features; it is
+        exported as the identity."""
+        from mmfw.export.hf_llava import ExportError, HFLlavaPart, prefixed
+
+        layers = len(self.tower.encoder.layers)
+        if layers == 0:
+            raise ExportError("feature_layer 0 (the embeddings) has no transformers Llava counterpart")
+        state = {k: v for k, v in self.tower.state_dict().items() if not k.startswith("post_layernorm.")}
+        width = self.model.config.hidden_size
+        ref = state["pre_layrnorm.weight"]
+        state["post_layernorm.weight"] = torch.ones(width, dtype=ref.dtype, device=ref.device)
+        state["post_layernorm.bias"] = torch.zeros(width, dtype=ref.dtype, device=ref.device)
+        vision_config = self.model.config.to_dict() | {"num_hidden_layers": layers}
+        return HFLlavaPart(
+            config={"vision_config": vision_config, "vision_feature_layer": -1,
+                    "vision_feature_select_strategy": "default"},
+            weights=prefixed(state, "model.vision_tower."),
+            processor={"patch_size": self.spec.patch_size, "vision_feature_select_strategy": "default",
+                       "num_additional_image_tokens": 1})

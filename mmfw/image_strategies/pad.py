@@ -5,19 +5,27 @@ Keeps the aspect ratio; after normalisation the padded area is exactly 0.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from PIL import Image
+from typing_extensions import Self
 
 from mmfw.config.base import ImageStrategyConfig
 from mmfw.image_strategies.base import ImageInput, ImageStrategy, to_tensor
 from mmfw.image_strategies.resize import RESAMPLE
 from mmfw.registry import component
 
+if TYPE_CHECKING:
+    from mmfw.export.hf_llava import HFLlavaPart
+
 
 class PadStrategyConfig(ImageStrategyConfig):
     type: Literal["pad"] = "pad"
     interpolation: Literal["bicubic", "bilinear", "nearest"] = "bicubic"
+
+    @classmethod
+    def example(cls) -> Self:
+        return cls()
 
 
 def expand_to_square(image: Image.Image, fill: tuple[int, int, int]) -> Image.Image:
@@ -44,3 +52,17 @@ class PadStrategy(ImageStrategy):
 
     def num_tokens(self, size: tuple[int, int]) -> int:
         return self.geometry.tile_tokens(*self.geometry.spec.image_size)
+
+    def hf_llava_export(self) -> HFLlavaPart:
+        """transformers' ``LlavaImageProcessor`` with ``do_pad`` (pad to square with the mean colour, then resize)."""
+        from transformers import LlavaImageProcessor
+
+        from mmfw.export.hf_llava import ExportError, HFLlavaPart, image_processor_kwargs
+
+        spec = self.geometry.spec
+        h, w = spec.image_size
+        if h != w:
+            raise ExportError(f"LlavaImageProcessor needs a square encoder input, not {h}x{w}")
+        processor = LlavaImageProcessor(do_pad=True, size={"shortest_edge": h}, crop_size={"height": h, "width": w},
+                                        **image_processor_kwargs(spec.mean, spec.std, self.cfg.interpolation))
+        return HFLlavaPart(image_processor=processor, formats=("hf-llava",))

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from PIL import Image
 from pydantic import Field
+from typing_extensions import Self
 
 from mmfw.config.base import ImageStrategyConfig
 from mmfw.image_strategies.base import ImageInput, ImageStrategy, VisionGeometry, to_tensor
 from mmfw.registry import component
+
+if TYPE_CHECKING:
+    from mmfw.export.hf_llava import HFLlavaPart
 
 RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR,
             "nearest": Image.Resampling.NEAREST}
@@ -20,6 +24,10 @@ class ResizeStrategyConfig(ImageStrategyConfig):
     size: int | None = Field(None, gt=0)
     """Square input size; defaults to the encoder's native size (another size needs a dynamic-size encoder)."""
     interpolation: Literal["bicubic", "bilinear", "nearest"] = "bicubic"
+
+    @classmethod
+    def example(cls) -> Self:
+        return cls()
 
 
 @component("resize", config=ResizeStrategyConfig)
@@ -43,3 +51,16 @@ class ResizeStrategy(ImageStrategy):
 
     def num_tokens(self, size: tuple[int, int]) -> int:
         return self.geometry.tile_tokens(*self.input_size)
+
+    def hf_llava_export(self) -> HFLlavaPart:
+        """transformers' ``CLIPImageProcessor`` resizing straight to the input size (no crop)."""
+        from transformers import CLIPImageProcessor
+
+        from mmfw.export.hf_llava import HFLlavaPart, image_processor_kwargs
+
+        spec = self.geometry.spec
+        h, w = self.input_size
+        processor = CLIPImageProcessor(size={"height": h, "width": w}, do_center_crop=False,
+                                       crop_size={"height": h, "width": w},
+                                       **image_processor_kwargs(spec.mean, spec.std, self.cfg.interpolation))
+        return HFLlavaPart(image_processor=processor, formats=("hf-llava",))

@@ -9,17 +9,25 @@ laptop test to a 7B checkpoint.
 from __future__ import annotations
 
 import logging
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from torch import nn
 from transformers import AutoTokenizer, PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
+from typing_extensions import Self
 
 from mmfw.config.base import LLMConfig, StrictModel
 from mmfw.encoders.base import DType, torch_dtype
 
+if TYPE_CHECKING:
+    from mmfw.export.hf_llava import HFLlavaPart
+
 logger = logging.getLogger(__name__)
+
+
+class TokenizerRequiredError(ValueError):
+    """The LLM cannot be built without its tokenizer (shape-only builds need ``architecture.vocab_size``)."""
 
 
 class CausalLMArchitecture(StrictModel):
@@ -52,6 +60,8 @@ class CausalLMArchitecture(StrictModel):
 
 
 class HFCausalLMConfig(LLMConfig):
+    """Config shared by every transformers causal LM (the :class:`HFCausalLM` components)."""
+
     pretrained: str | None = None
     """Local directory or hub id passed to ``from_pretrained``."""
     architecture: CausalLMArchitecture | None = None
@@ -64,6 +74,26 @@ class HFCausalLMConfig(LLMConfig):
     attn_implementation: Literal["eager", "sdpa", "flash_attention_2"] = "sdpa"
     gradient_checkpointing: bool = False
     trust_remote_code: bool = False
+    extra_special_tokens: tuple[str, ...] = ()
+    """Special tokens added to the tokenizer (e.g. OmniLMM's ``<im_start>``, ``<im_patch>``, ``<im_end>``); embedding
+    rows of tokens new to the model are initialised to the mean of the existing rows (input and output embeddings)."""
+
+    @field_validator("extra_special_tokens")
+    @classmethod
+    def _distinct_tokens(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if any(not t for t in v):
+            raise ValueError("special tokens must be non-empty strings")
+        if len(set(v)) != len(v):
+            raise ValueError(f"duplicate special tokens in {list(v)}")
+        return v
+
+    @classmethod
+    def example(cls, tokenizer: str) -> Self:
+        """One tiny decoder layer (hidden 48, 4 query / 2 key-value heads) over the given tokenizer; shared by every
+        transformers family whose config takes the :class:`CausalLMArchitecture` fields."""
+        return cls(tokenizer=tokenizer, architecture=CausalLMArchitecture(
+            hidden_size=48, intermediate_size=96, num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2,
+            head_dim=12, max_position_embeddings=256))
 
     @model_validator(mode="after")
     def _source(self) -> HFCausalLMConfig:
@@ -99,7 +129,9 @@ class HFCausalLM(LanguageModel):
     hf_model_class: ClassVar[type[PreTrainedModel]]
     default_chat_template: ClassVar[str | None] = None
 
-    def __init__(self, cfg: HFCausalLMConfig, tokenizer: PreTrainedTokenizerBase) -> None:
+    def __init__(self, cfg: HFCausalLMConfig, tokenizer: PreTrainedTokenizerBase | None) -> None:
+        """``tokenizer=None`` builds a shape-only model (e.g. on the meta device for ``mmfw inspect``): the
+        vocabulary is ``architecture.vocab_size`` and no special-token ids are set."""
         super().__init__()
         self.cfg = cfg
         dtype = torch_dtype(cfg.dtype)
@@ -108,9 +140,34 @@ class HFCausalLM(LanguageModel):
                 cfg.pretrained, dtype=dtype, attn_implementation=cfg.attn_implementation,
                 trust_remote_code=cfg.trust_remote_code)
         else:
-            hf_cfg = self.architecture_config(cfg.architecture, vocab_size=len(tokenizer))
+            if tokenizer is None and cfg.architecture.vocab_size is None:
+                raise TokenizerRequiredError("the LLM's vocabulary comes from its tokenizer: building it without one "
+                                             "needs llm.architecture.vocab_size")
+            hf_cfg = self.architecture_config(cfg.architecture, vocab_size=0 if tokenizer is None else len(tokenizer))
             hf_cfg._attn_implementation = cfg.attn_implementation
             self.model = self.hf_model_class(hf_cfg).to(dtype)
+        if tokenizer is not None:
+            self._adopt_tokenizer(tokenizer)
+        if cfg.gradient_checkpointing:
+            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+    def hf_llava_export(self) -> HFLlavaPart:
+        """The language model of transformers' Llava / LlavaNext: this model's config and weights, renamed."""
+        from mmfw.export.hf_llava import ExportError, HFLlavaPart
+
+        base = self.model.base_model_prefix + "."
+        weights = {}
+        for key, value in self.model.state_dict().items():
+            if key.startswith(base):
+                weights["model.language_model." + key[len(base):]] = value
+            elif key.startswith("lm_head."):
+                weights[key] = value
+            else:
+                raise ExportError(f"no Llava name for LLM parameter {key!r}")
+        return HFLlavaPart(config={"text_config": self.model.config.to_dict()}, weights=weights)
+
+    def _adopt_tokenizer(self, tokenizer: PreTrainedTokenizerBase) -> None:
+        """Special-token ids from the tokenizer; embeddings grown to its length (new rows = mean)."""
         self.model.config.pad_token_id = tokenizer.pad_token_id
         if tokenizer.eos_token_id is not None:
             self.model.config.eos_token_id = tokenizer.eos_token_id
@@ -118,8 +175,6 @@ class HFCausalLM(LanguageModel):
                 self.model.generation_config.eos_token_id = tokenizer.eos_token_id
                 self.model.generation_config.pad_token_id = tokenizer.pad_token_id
         resize_embeddings_mean(self.model, len(tokenizer))
-        if cfg.gradient_checkpointing:
-            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
     @classmethod
     def architecture_config(cls, arch: CausalLMArchitecture, vocab_size: int) -> PretrainedConfig:
@@ -149,6 +204,9 @@ class HFCausalLM(LanguageModel):
             tok.chat_template = cls.default_chat_template
         if tok.pad_token is None:
             tok.pad_token = tok.unk_token if tok.unk_token is not None else tok.eos_token
+        if cfg.extra_special_tokens:
+            added = tok.add_tokens(list(cfg.extra_special_tokens), special_tokens=True)
+            logger.info("added %d of %d extra special tokens to the tokenizer", added, len(cfg.extra_special_tokens))
         return tok
 
 

@@ -1,0 +1,170 @@
+"""Write the component reference pages (docs/components/*.md) from the registries and their config classes.
+
+One page per kind (vision encoders, connectors, LLMs): for every built-in component, the module docstring, a table of
+its config fields (type, default, description: the attribute docstrings of the pydantic model) and its tiny example
+config as YAML. Fields a component inherits from a shared config class (e.g. every transformers LLM's
+``HFCausalLMConfig``) are tabulated once, at the end of the page.
+
+Usage: ``python docs/gen_component_docs.py`` writes the pages; ``--check`` only reports whether they are up to date
+(exit status 1 if not). ``tests/contract/test_component_docs.py`` runs the check.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import sys
+import types
+from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin
+
+import yaml
+from pydantic import BaseModel
+from pydantic.fields import FieldInfo
+from pydantic_core import PydanticUndefined, to_jsonable_python
+
+from mmfw.components import Registries, collect_registries, make_plugin_manager
+from mmfw.config.base import ComponentConfig, ConnectorConfig, LLMConfig, StrictModel, VisionEncoderConfig
+
+OUT_DIR = Path(__file__).resolve().parent / "components"
+PAGES = {  # registry attribute: (file name, title)
+    "vision_encoders": ("vision_encoders.md", "Vision encoders"),
+    "connectors": ("connectors.md", "Connectors"),
+    "llms": ("llms.md", "LLMs"),
+}
+KIND_BASES = (ComponentConfig, VisionEncoderConfig, ConnectorConfig, LLMConfig, StrictModel, BaseModel)
+EXAMPLE_TOKENIZER = "path/to/tokenizer"
+
+
+def type_name(tp: Any) -> str:
+    """A short, readable rendering of a field annotation."""
+    origin, args = get_origin(tp), get_args(tp)
+    if tp is type(None):
+        return "None"
+    if origin is Literal:
+        return " \\| ".join(json.dumps(a) for a in args)
+    if origin in (Union, types.UnionType):
+        return " \\| ".join(type_name(a) for a in args)
+    if origin is not None:
+        inner = ", ".join("..." if a is Ellipsis else type_name(a) for a in args)
+        return f"{getattr(origin, '__name__', str(origin))}[{inner}]"
+    return tp.__name__ if isinstance(tp, type) else str(tp)
+
+
+def constraints(field: FieldInfo) -> str:
+    ops = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}
+    parts = [f"{sym} {getattr(m, attr)}" for m in field.metadata for attr, sym in ops.items()
+             if getattr(m, attr, None) is not None]
+    return f" ({', '.join(parts)})" if parts else ""
+
+
+def default_text(field: FieldInfo) -> str:
+    if field.default_factory is not None:
+        value = field.default_factory()
+    elif field.default is PydanticUndefined:
+        return "*required*"
+    else:
+        value = field.default
+    return f"`{json.dumps(to_jsonable_python(value))}`"
+
+
+def one_line(text: str | None) -> str:
+    return " ".join((text or "").split()).replace("|", "\\|")
+
+
+def declaring_class(cfg_cls: type[BaseModel], name: str) -> type:
+    for klass in cfg_cls.__mro__:
+        if name in vars(klass).get("__annotations__", {}):
+            return klass
+    return cfg_cls
+
+
+def nested_models(cfg_cls: type[BaseModel], names: list[str]) -> list[type[BaseModel]]:
+    found = []
+    for name in names:
+        for tp in (cfg_cls.model_fields[name].annotation, *get_args(cfg_cls.model_fields[name].annotation)):
+            if isinstance(tp, type) and issubclass(tp, BaseModel) and tp not in found:
+                found.append(tp)
+    return found
+
+
+def field_table(cfg_cls: type[BaseModel], names: list[str]) -> list[str]:
+    lines = ["| field | type | default | description |", "| --- | --- | --- | --- |"]
+    for name in names:
+        field = cfg_cls.model_fields[name]
+        lines.append(f"| `{name}` | {type_name(field.annotation)}{constraints(field)} | {default_text(field)} | "
+                     f"{one_line(field.description)} |")
+    return lines
+
+
+def model_section(cfg_cls: type[BaseModel], names: list[str], level: str) -> list[str]:
+    """A field table, followed by one sub-table per nested config model."""
+    out = field_table(cfg_cls, names)
+    for sub in nested_models(cfg_cls, names):
+        doc = one_line(vars(sub).get("__doc__"))
+        out += ["", f"{level} `{sub.__name__}`", "", *([doc, ""] if doc else []),
+                *model_section(sub, list(sub.model_fields), level + "#")]
+    return out
+
+
+def example_yaml(kind: str, cfg_cls: type[ComponentConfig]) -> str:
+    example = cfg_cls.example(tokenizer=EXAMPLE_TOKENIZER) if kind == "llms" else cfg_cls.example()
+    data = example.model_dump(mode="json", exclude_defaults=True)
+    data = {"type": example.type, **data}
+    return yaml.safe_dump(data, sort_keys=False).rstrip()
+
+
+def render(registries: Registries, kind: str) -> str:
+    _, title = PAGES[kind]
+    lines = [f"# {title}", "",
+             "<!-- Generated by docs/gen_component_docs.py from the registered components; do not edit. -->", "",
+             "Each component is selected by `type` in its config section; unknown keys are errors. The example is "
+             "the tiny random-init config the contract tests build (`example()`).", ""]
+    shared: dict[type, list[str]] = {}
+    for entry in getattr(registries, kind).entries():
+        cfg_cls = entry.config
+        names = [n for n in cfg_cls.model_fields if n != "type"]
+        own = [n for n in names if declaring_class(cfg_cls, n) is cfg_cls]
+        inherited: dict[type, list[str]] = {}
+        for n in names:
+            klass = declaring_class(cfg_cls, n)
+            if klass is not cfg_cls and klass not in KIND_BASES:
+                inherited.setdefault(klass, []).append(n)
+        doc = inspect.getdoc(inspect.getmodule(entry.obj)) or ""
+        lines += [f"## `{entry.name}`", "", f"`{entry.obj.__name__}` configured by `{cfg_cls.__name__}` "
+                  f"(`type: {entry.name}`).", "", doc, ""]
+        for klass, fields in inherited.items():
+            shared.setdefault(klass, fields)
+            lines += [f"Fields of [`{klass.__name__}`](#shared-{klass.__name__.lower()}) (below).", ""]
+        if own:
+            lines += [*model_section(cfg_cls, own, "###"), ""]
+        lines += ["Example:", "", "```yaml", example_yaml(kind, cfg_cls), "```", ""]
+    for klass, fields in shared.items():
+        doc = one_line(vars(klass).get("__doc__"))
+        lines += [f"## Shared: `{klass.__name__}`", "", *([doc, ""] if doc else []), *model_section(klass, fields, "###"), ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="only check that the pages are up to date")
+    args = parser.parse_args(argv)
+    registries = collect_registries(make_plugin_manager(load_entry_points=False))
+    stale = []
+    for kind, (file_name, _) in PAGES.items():
+        path, text = OUT_DIR / file_name, render(registries, kind)
+        if args.check:
+            if not path.exists() or path.read_text(encoding="utf-8") != text:
+                stale.append(str(path))
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
+    if stale:
+        print("out of date (run python docs/gen_component_docs.py):", *stale, sep="\n  ", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
