@@ -22,3 +22,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             metafunc.parametrize(fixture, getattr(REGISTRIES, kind).names())
     if "vlm_combo" in metafunc.fixturenames:
         metafunc.parametrize("vlm_combo", vlm_combos(REGISTRIES), ids=lambda c: "-".join(c), scope="module")
+
+
+@pytest.fixture(scope="session")
+def registries():
+    """The registries the tests are parametrised over (built-ins and installed plugins)."""
+    return REGISTRIES

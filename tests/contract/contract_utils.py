@@ -9,7 +9,9 @@ import torch
 
 from mmfw.components import Registries, collect_registries, make_plugin_manager
 
-REGISTRIES: Registries = collect_registries(make_plugin_manager(load_entry_points=False))
+# Installed plugins included: the contract tests double as the conformance kit for third-party components
+# (set MMFW_DISABLE_PLUGIN_AUTOLOAD=1 to test the built-ins alone).
+REGISTRIES: Registries = collect_registries(make_plugin_manager())
 
 KIND_FIXTURES = {
     "encoder_name": "vision_encoders",
