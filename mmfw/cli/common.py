@@ -24,8 +24,17 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
                         help="override a config value by dotted path, e.g. --set training.learning_rate=1e-4")
 
 
-def load_experiment(args: argparse.Namespace, registries: Registries | None = None) -> ExperimentConfig:
-    return load_config(args.config, registries or default_registries(), args.overrides)
+def load_experiment(args: argparse.Namespace, registries: Registries | None = None,
+                    validate: bool = True) -> ExperimentConfig:
+    """The experiment config of ``args.config`` with ``--set`` overrides; with ``validate``, also checked against
+    the file system and the model geometry (:mod:`mmfw.config.validate`) before anything is built."""
+    registries = registries or default_registries()
+    cfg = load_config(args.config, registries, args.overrides)
+    if validate:
+        from mmfw.config.validate import check_experiment
+
+        check_experiment(cfg, registries, source=args.config)
+    return cfg
 
 
 def fail(message: str, exit_code: int = 2) -> NoReturn:
@@ -42,5 +51,11 @@ def report(err: BaseException) -> int:
     if isinstance(err, CLIError):
         print(f"error: {err}", file=sys.stderr)
         return err.exit_code
+    from mmfw.data.errors import DataError
+
+    if isinstance(err, DataError):
+        for line in str(err).splitlines():
+            print(f"error: {line}", file=sys.stderr)
+        return 2
     print(f"error: {type(err).__name__}: {err}", file=sys.stderr)
     return 1

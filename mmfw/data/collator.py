@@ -11,6 +11,9 @@
     image_sizes     (num_images, 2) long, each image's original (width, height)
     num_tiles       (num_images,) long, tiles of each image (to split pixel_values / features per image)
     image_counts    (B,) long, images of each sample
+    skipped         list of :class:`~mmfw.data.report.SkippedSample`: the samples the dataset could not load,
+                    dropped from the batch (every other key covers only the samples kept, so B may be 0)
+    truncated       list of :class:`~mmfw.data.report.TruncatedSample` of the samples kept
 
 Right padding is for training; left padding for batched generation (the last prompt token of every row is then at
 position ``S - 1``).
@@ -24,6 +27,7 @@ from typing import Any, Literal
 
 import torch
 
+from mmfw.data.report import SkippedSample
 from mmfw.data.tokenize import IGNORE_INDEX
 
 logger = logging.getLogger(__name__)
@@ -54,15 +58,17 @@ class VLMCollator:
                 out[b, length - n:] = row
         return out
 
-    def __call__(self, samples: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor | None]:
+    def __call__(self, samples: Sequence[dict[str, Any] | SkippedSample]) -> dict[str, Any]:
         if not samples:
             raise ValueError("cannot collate an empty batch")
+        skipped = [s for s in samples if isinstance(s, SkippedSample)]
+        samples = [s for s in samples if not isinstance(s, SkippedSample)]
         ids = [torch.as_tensor(s["input_ids"], dtype=torch.long).reshape(-1) for s in samples]
         labels = [torch.as_tensor(s["labels"], dtype=torch.long).reshape(-1) for s in samples]
         for b, (i, lab) in enumerate(zip(ids, labels, strict=True)):
             if i.shape != lab.shape:
                 raise ValueError(f"sample {b}: input_ids {tuple(i.shape)} and labels {tuple(lab.shape)} differ")
-        length = max(x.shape[0] for x in ids)
+        length = max((x.shape[0] for x in ids), default=0)
         input_ids = self._pad(ids, self.pad_token_id, length)
         attention_mask = self._pad([torch.ones_like(x) for x in ids], 0, length)
         label_t = self._pad(labels, IGNORE_INDEX, length)
@@ -95,4 +101,6 @@ class VLMCollator:
             "image_sizes": torch.tensor(sizes, dtype=torch.long).reshape(-1, 2),
             "num_tiles": torch.tensor(num_tiles, dtype=torch.long),
             "image_counts": torch.tensor(counts, dtype=torch.long),
+            "skipped": skipped,
+            "truncated": [s["truncated"] for s in samples if s.get("truncated") is not None],
         }

@@ -13,8 +13,8 @@ record has images but no placeholder at all, ``"<image>\\n"`` is prepended to th
 (LLaVA's behaviour); otherwise the number of placeholders must equal the number of images. Placeholders may only
 appear in user or system turns.
 
-Every problem raises :class:`RecordError`, whose ``reason_code`` is a short slug (for counting skipped records by
-cause) and whose message says what is wrong.
+Every problem raises :class:`~mmfw.data.errors.RecordError`, whose ``reason_code`` is a short slug (for counting
+skipped records by cause) and whose message says what is wrong.
 
 :func:`load_records` streams the raw records of a ``.json`` (a list) or ``.jsonl`` (one record per line) file; a
 malformed JSONL line is yielded as a ``"bad-json"`` :class:`RecordError` instead of stopping the whole file.
@@ -28,6 +28,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from mmfw.data.errors import RecordError
 
 logger = logging.getLogger(__name__)
 
@@ -52,18 +54,6 @@ ROLE_ALIASES: dict[str, str] = {
 
 
 _RECORD_KEYS = frozenset({"id", "image", "images", "conversations"})
-
-
-class RecordError(ValueError):
-    """A record that cannot be used. ``reason_code`` is a short slug such as ``"bad-role"``."""
-
-    def __init__(self, reason_code: str, message: str) -> None:
-        super().__init__(f"[{reason_code}] {message}")
-        self.reason_code = reason_code
-        self.message = message
-
-    def __reduce__(self) -> tuple[Any, ...]:  # picklable across DataLoader workers
-        return (type(self), (self.reason_code, self.message))
 
 
 @dataclass(frozen=True)
@@ -151,6 +141,10 @@ def _check_roles(messages: list[dict[str, str]], rid: str) -> None:
         raise RecordError("no-assistant-reply", f"record {rid!r} has no assistant reply to learn from")
     if body[-1]["role"] != "assistant":
         raise RecordError("ends-with-user", f"record {rid!r}: the last turn is a user turn with no reply")
+    for i, m in enumerate(messages):
+        if m["role"] == "assistant" and not m["content"].strip():
+            raise RecordError("empty-reply", f"record {rid!r}: assistant turn {i} is empty; there is nothing to "
+                                             f"learn from it")
 
 
 def _fix_placeholders(messages: list[dict[str, str]], images: list[str], rid: str, image_token: str) -> None:
@@ -181,8 +175,8 @@ def parse_record(record: Any, *, default_id: str | None = None, image_token: str
     Raises:
         RecordError: with reason codes ``not-an-object``, ``missing-conversations``, ``bad-turn``, ``bad-role``,
             ``bad-content``, ``bad-image``, ``empty-conversation``, ``starts-with-assistant``,
-            ``roles-not-alternating``, ``no-assistant-reply``, ``ends-with-user``, ``image-in-reply`` or
-            ``image-placeholder-mismatch``.
+            ``roles-not-alternating``, ``no-assistant-reply``, ``ends-with-user``, ``empty-reply``,
+            ``image-in-reply`` or ``image-placeholder-mismatch`` (see :data:`mmfw.data.errors.REASONS`).
     """
     if not isinstance(record, Mapping):
         raise RecordError("not-an-object", f"record {default_id!r} is a {type(record).__name__}, not a JSON object")

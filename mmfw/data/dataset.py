@@ -1,68 +1,79 @@
 """The LLaVA-format training/eval dataset: records parsed eagerly, images loaded and tokenized lazily per item.
 
-``LlavaDataset(specs, tokenizer, strategy, image_token=..., max_length=...)`` reads every record of every
-:class:`~mmfw.config.experiment.DatasetSpec` at construction (parsing and validation only; records that fail
-validation are skipped with a warning that counts them by reason, and kept in :attr:`LlavaDataset.skipped`).
-``dataset[i]`` opens the sample's images (``image_root`` of the spec, or the JSON file's directory), converts them to
-RGB, runs ``strategy.preprocess`` and encodes the conversation with
-:func:`~mmfw.data.tokenize.encode_conversation`, expanding each ``<image>`` to ``strategy.num_tokens(image.size)``
-tokens, the single source of truth for how many feature rows the image becomes.
+``LlavaDataset(specs, tokenizer, strategy, image_token=..., max_length=...)`` (or :func:`build_dataset` from a
+:class:`~mmfw.config.experiment.DataConfig`) reads every record of every
+:class:`~mmfw.config.experiment.DatasetSpec` at construction (parsing and validation only). ``dataset[i]`` opens the
+sample's images (``image_root`` of the spec, or the JSON file's directory) as RGB (:func:`~mmfw.data.images.load_image`),
+runs ``strategy.preprocess``, encodes the conversation with :func:`~mmfw.data.tokenize.encode_conversation`
+(expanding each ``<image>`` to ``strategy.num_tokens(image.size)`` tokens, the single source of truth for how many
+feature rows the image becomes) and fits it into ``max_length`` with the truncation policy
+(:mod:`mmfw.data.truncation`), never cutting inside an image.
 
-Samples longer than ``max_length`` are truncated when every image token lies before the cut (the image features
-then still match the placeholders); otherwise :class:`SampleTooLongError` is raised.
+**Bad data** (``on_error``). With ``"raise"`` the first bad record stops everything with a
+:class:`~mmfw.data.errors.RecordError` naming the file, line, record id and reason. With ``"skip"`` (the default), a
+record that fails validation is left out at construction (kept in :attr:`LlavaDataset.skipped`) and a sample that
+fails when loaded comes out of ``dataset[i]`` as a :class:`~mmfw.data.report.SkippedSample`, which the collator
+drops and reports (see :mod:`mmfw.data.report`). With ``max_skip_ratio`` set, construction fails when more than
+that share of the records is already unusable.
+
+An item is ``{"id", "input_ids", "labels", "images", "num_tokens", "truncated"}``: ``num_tokens`` is the length
+before truncation, ``truncated`` a :class:`~mmfw.data.report.TruncatedSample` or ``None``; ``images`` holds only
+the images whose tokens survived truncation.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
 
 from mmfw.config.experiment import DatasetSpec
-from mmfw.data.conversation import Conversation, RecordError, load_records, parse_record
+from mmfw.data.conversation import Conversation, load_records, parse_record
+from mmfw.data.errors import DataError, RecordError, TooManySkippedError
+from mmfw.data.images import load_image
+from mmfw.data.report import SkippedSample, TruncatedSample, summarize_skips
 from mmfw.data.tokenize import (
     IGNORE_INDEX,
     EncodedSample,
+    ImageTokenCountError,
+    TemplateMismatchError,
     encode_conversation,
     encode_prompt,
     image_token_id,
     with_system_prompt,
 )
+from mmfw.data.truncation import TRUNCATION_POLICIES, TruncationPolicy, truncate
 from mmfw.image_strategies.base import ImageInput, ImageStrategy
+
+if TYPE_CHECKING:
+    from mmfw.config.experiment import DataConfig
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["LlavaDataset", "SampleTooLongError", "SkippedRecord"]
+__all__ = ["LlavaDataset", "build_dataset"]
 
-
-class SampleTooLongError(ValueError):
-    """A sample exceeds ``max_length`` and cannot be truncated without cutting into its image tokens."""
-
-
-@dataclass(frozen=True)
-class SkippedRecord:
-    """A record left out of the dataset: the file, its position there (see :func:`load_records`), and why."""
-
-    path: str
-    position: int
-    error: RecordError
+OnError = Literal["raise", "skip"]
 
 
 @dataclass(frozen=True)
 class _Entry:
     conversation: Conversation
     image_root: Path
+    location: str
+
+
+def record_location(path: Path, position: int) -> str:
+    """``file:line`` for JSONL (``position`` is the 1-based line), ``file[index]`` for a JSON list."""
+    return f"{path}:{position}" if path.suffix.lower() == ".jsonl" else f"{path}[{position}]"
 
 
 class LlavaDataset(Dataset):
-    """LLaVA-format conversations -> ``{"id", "input_ids", "labels", "images"}`` items (see module docstring)."""
+    """LLaVA-format conversations -> training items or :class:`SkippedSample` (see module docstring)."""
 
     def __init__(
         self,
@@ -73,47 +84,92 @@ class LlavaDataset(Dataset):
         image_token: str,
         max_length: int,
         system_prompt: str | None = None,
+        on_error: OnError = "skip",
+        truncation: TruncationPolicy = "drop-turns",
+        max_skip_ratio: float | None = None,
+        name: str = "dataset",
     ) -> None:
         if max_length <= 0:
             raise ValueError(f"max_length must be positive, got {max_length}")
+        if on_error not in ("raise", "skip"):
+            raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+        if truncation not in TRUNCATION_POLICIES:
+            raise ValueError(f"truncation must be one of {list(TRUNCATION_POLICIES)}, got {truncation!r}")
         self.tokenizer = tokenizer
         self.strategy = strategy
         self.image_token = image_token
         self.image_token_id = image_token_id(tokenizer, image_token)
         self.max_length = max_length
         self.system_prompt = system_prompt
-        self.skipped: list[SkippedRecord] = []
+        self.on_error = on_error
+        self.truncation = truncation
+        self.name = name
+        self.skipped: list[SkippedSample] = []
         self._entries: list[_Entry] = []
-        for spec in specs:
-            self._load_spec(spec)
+        for k, spec in enumerate(specs):
+            self._load_spec(spec, f"{name}[{k}]")
+        total = len(self._entries) + len(self.skipped)
         if self.skipped:
-            reasons = Counter(s.error.reason_code for s in self.skipped)
-            logger.warning("skipped %d invalid record(s) (%s); first: %s:%d %s", len(self.skipped),
-                           ", ".join(f"{k}: {v}" for k, v in reasons.most_common()), self.skipped[0].path,
-                           self.skipped[0].position, self.skipped[0].error.message)
+            logger.warning("%s: skipped %d of %d record(s): %s", name, len(self.skipped), total,
+                           summarize_skips(self.skipped))
+            if max_skip_ratio is not None and len(self.skipped) > max_skip_ratio * total:
+                raise TooManySkippedError(
+                    f"{name}: {len(self.skipped)} of {total} records ({len(self.skipped) / total:.1%}) are invalid, "
+                    f"more than data.max_skip_ratio={max_skip_ratio:g}: {summarize_skips(self.skipped)}. Run "
+                    "`mmfw data check CONFIG` to list every problem")
         if not self._entries:
-            raise ValueError(f"no usable records in {[s.path for s in specs]} ({len(self.skipped)} skipped)")
-        logger.info("loaded %d conversation(s) from %d file(s)", len(self._entries), len(specs))
+            why = f" ({len(self.skipped)} invalid: {summarize_skips(self.skipped)})" if self.skipped else ""
+            raise TooManySkippedError(f"{name}: no usable records in {[s.path for s in specs]}{why}")
+        logger.info("%s: %d conversation(s) from %d file(s)", name, len(self._entries), len(specs))
 
-    def _load_spec(self, spec: DatasetSpec) -> None:
+    def _reject(self, error: RecordError, location: str, rid: str | None) -> None:
+        skipped = SkippedSample.from_error(error, location, id=rid)
+        if self.on_error == "raise":
+            raise skipped.to_error() from None
+        self.skipped.append(skipped)
+
+    def _load_spec(self, spec: DatasetSpec, where: str) -> None:
         path = Path(spec.path)
+        if not path.is_file():
+            raise DataError(f"{where}.path: dataset file not found: {spec.path}")
         root = Path(spec.image_root) if spec.image_root is not None else path.parent
-        for pos, rec in load_records(path):
+        records = load_records(path)
+        while True:
+            try:
+                pos, rec = next(records)
+            except StopIteration:
+                break
+            except RecordError as e:  # the whole .json file is unreadable
+                raise RecordError(e.reason_code, f"{where}.path: {e.message}") from None
+            location = record_location(path, pos)
             if isinstance(rec, RecordError):
-                self.skipped.append(SkippedRecord(str(path), pos, rec))
+                self._reject(rec, location, None)
                 continue
             try:
                 conv = parse_record(rec, default_id=f"{path.name}:{pos}", image_token=self.image_token)
             except RecordError as e:
-                self.skipped.append(SkippedRecord(str(path), pos, e))
+                rid = rec.get("id")
+                self._reject(e, location, None if rid is None else str(rid))
                 continue
-            self._entries.append(_Entry(conv, root))
+            self._entries.append(_Entry(conv, root, location))
 
+    # -- records --------------------------------------------------------------------------------------------------
     def __len__(self) -> int:
         return len(self._entries)
 
     def conversation(self, i: int) -> Conversation:
         return self._entries[i].conversation
+
+    def location(self, i: int) -> str:
+        """Where sample ``i`` comes from (``file:line`` or ``file[index]``)."""
+        return self._entries[i].location
+
+    def index_of(self, record_id: str) -> int:
+        """The index of the first sample whose id is ``record_id``."""
+        for i, e in enumerate(self._entries):
+            if e.conversation.id == record_id:
+                return i
+        raise KeyError(f"{self.name}: no record with id {record_id!r}")
 
     def image_paths(self, i: int) -> list[Path]:
         """Absolute-or-root-relative paths of sample ``i``'s images, in placeholder order."""
@@ -128,61 +184,104 @@ class LlavaDataset(Dataset):
         """Sample ``i``'s messages up to and excluding the last assistant reply, with the system prompt applied."""
         return with_system_prompt(self._entries[i].conversation.prompt_messages, self.system_prompt)
 
+    # -- loading --------------------------------------------------------------------------------------------------
     def load_images(self, i: int) -> list[ImageInput]:
-        """Open and preprocess sample ``i``'s images."""
+        """Open and preprocess sample ``i``'s images. Raises :class:`RecordError` (``missing-image``, ...)."""
         out = []
         for p in self.image_paths(i):
+            image = load_image(p)
             try:
-                with Image.open(p) as im:
-                    image = im.convert("RGB")
-            except (OSError, ValueError) as e:
-                raise OSError(f"sample {self.conversation(i).id!r}: cannot read image {str(p)!r}: {e}") from e
-            out.append(self.strategy.preprocess(image))
+                out.append(self.strategy.preprocess(image))
+            except (ValueError, OSError) as e:
+                raise RecordError("unusable-image", f"image {str(p)!r} ({image.width}x{image.height}): the image "
+                                                    f"strategy cannot preprocess it: {e}") from None
         return out
 
     def _counts(self, images: Sequence[ImageInput]) -> list[int]:
         return [int(self.strategy.num_tokens(img.size)) for img in images]
 
-    def encode(self, i: int, images: Sequence[ImageInput]) -> EncodedSample:
-        """Tokenize sample ``i`` given its preprocessed images, applying the ``max_length`` rule."""
+    def encode_full(self, i: int, images: Sequence[ImageInput]) -> EncodedSample:
+        """Tokenize sample ``i`` given its preprocessed images, without truncation."""
         conv = self.conversation(i)
-        enc = encode_conversation(conv.messages, self.tokenizer, image_token=self.image_token,
-                                  image_token_counts=self._counts(images), system_prompt=self.system_prompt,
-                                  sample_id=conv.id)
-        if len(enc) <= self.max_length:
-            return enc
-        positions = [j for j, t in enumerate(enc.input_ids) if t == self.image_token_id]
-        if positions and positions[-1] >= self.max_length:
-            raise SampleTooLongError(f"sample {conv.id!r} has {len(enc)} tokens > max_length {self.max_length} and "
-                                     f"its image tokens reach position {positions[-1]}; truncating would cut an "
-                                     f"image. Raise max_length or use an image strategy with fewer tokens.")
-        enc = EncodedSample(enc.input_ids[:self.max_length], enc.labels[:self.max_length])
-        if enc.num_supervised == 0:
-            logger.warning("sample %r: truncation to %d tokens removed every supervised token", conv.id,
-                           self.max_length)
-        return enc
+        try:
+            return encode_conversation(conv.messages, self.tokenizer, image_token=self.image_token,
+                                       image_token_counts=self._counts(images), system_prompt=self.system_prompt,
+                                       sample_id=conv.id)
+        except TemplateMismatchError as e:
+            raise RecordError("template-mismatch", str(e)) from None
+        except ImageTokenCountError as e:
+            raise RecordError("image-token-mismatch", f"{e}; does the chat template drop or repeat the "
+                                                      f"{self.image_token!r} placeholder?") from None
 
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        images = self.load_images(i)
-        enc = self.encode(i, images)
-        return {
-            "id": self.conversation(i).id,
+    def encode(self, i: int, images: Sequence[ImageInput]) -> EncodedSample:
+        """Tokenize sample ``i`` and apply the truncation policy. Raises :class:`RecordError` when it cannot be
+        used (``too-long``, ``no-supervised-tokens``, ``template-mismatch``...)."""
+        return truncate(self.encode_full(i, images), self.max_length, self.truncation,
+                        self.conversation(i).id).sample
+
+    def _build(self, i: int) -> tuple[dict[str, Any] | None, RecordError | None, int | None]:
+        """``(item, None, length)`` or ``(None, error, length if known)``; never raises :class:`RecordError`."""
+        conv = self.conversation(i)
+        num_tokens = None
+        try:
+            images = self.load_images(i)
+            full = self.encode_full(i, images)
+            num_tokens = len(full)
+            fit = truncate(full, self.max_length, self.truncation, conv.id)
+        except RecordError as err:
+            return None, err, num_tokens
+        enc = fit.sample
+        item = {
+            "id": conv.id,
             "input_ids": torch.tensor(enc.input_ids, dtype=torch.long),
             "labels": torch.tensor(enc.labels, dtype=torch.long),
-            "images": images,
+            "images": images[:fit.num_images],
+            "num_tokens": num_tokens,
+            "truncated": TruncatedSample(conv.id, i, self.truncation, num_tokens, len(enc)) if fit.truncated else None,
         }
+        return item, None, num_tokens
 
-    def prompt_item(self, i: int) -> dict[str, Any]:
+    def _skipped(self, i: int, error: RecordError, num_tokens: int | None = None) -> SkippedSample:
+        e = self._entries[i]
+        rid = e.conversation.id
+        message = error.message if repr(rid) in error.message else f"record {rid!r}: {error.message}"
+        return SkippedSample(e.location, rid, error.reason_code, message, index=i, num_tokens=num_tokens)
+
+    def _skip_or_raise(self, i: int, error: RecordError, num_tokens: int | None = None) -> SkippedSample:
+        skipped = self._skipped(i, error, num_tokens)
+        if self.on_error == "raise":
+            raise skipped.to_error()
+        return skipped
+
+    def __getitem__(self, i: int) -> dict[str, Any] | SkippedSample:
+        if i < 0:
+            i += len(self)
+        item, err, num_tokens = self._build(i)
+        return item if err is None else self._skip_or_raise(i, err, num_tokens)
+
+    def inspect(self, i: int) -> dict[str, Any] | SkippedSample:
+        """``self[i]``, but a bad sample is always returned as a :class:`SkippedSample`, whatever ``on_error`` says
+        (for ``mmfw data check``); its ``num_tokens`` is set when the sample could be tokenized."""
+        item, err, num_tokens = self._build(i)
+        return item if err is None else self._skipped(i, err, num_tokens)
+
+    def prompt_item(self, i: int) -> dict[str, Any] | SkippedSample:
         """A generation input for sample ``i``: the prompt (up to the last reply) with a generation prompt.
 
         Returns ``{"id", "input_ids", "labels" (all -100), "images", "answer"}``; collatable with
-        :class:`~mmfw.data.collator.VLMCollator` (use left padding for batched generation). Not truncated.
+        :class:`~mmfw.data.collator.VLMCollator` (use left padding for batched generation). Not truncated. A sample
+        whose images cannot be loaded is a :class:`SkippedSample` (or raises, with ``on_error="raise"``).
         """
         conv = self.conversation(i)
-        images = self.load_images(i)
-        ids = encode_prompt(conv.prompt_messages, self.tokenizer, image_token=self.image_token,
-                            image_token_counts=self._counts(images), system_prompt=self.system_prompt,
-                            sample_id=conv.id)
+        try:
+            images = self.load_images(i)
+            ids = encode_prompt(conv.prompt_messages, self.tokenizer, image_token=self.image_token,
+                                image_token_counts=self._counts(images), system_prompt=self.system_prompt,
+                                sample_id=conv.id)
+        except RecordError as err:
+            return self._skip_or_raise(i, err)
+        except ImageTokenCountError as e:
+            return self._skip_or_raise(i, RecordError("image-token-mismatch", str(e)))
         return {
             "id": conv.id,
             "input_ids": torch.tensor(ids, dtype=torch.long),
@@ -190,3 +289,12 @@ class LlavaDataset(Dataset):
             "images": images,
             "answer": conv.answers[-1],
         }
+
+
+def build_dataset(specs: Sequence[DatasetSpec], cfg: DataConfig, tokenizer: Any, strategy: ImageStrategy, *,
+                  image_token: str, name: str = "data.train") -> LlavaDataset:
+    """A :class:`LlavaDataset` with the policies of ``cfg`` (``max_length``, ``system_prompt``, ``on_error``,
+    ``truncation``, ``max_skip_ratio``); ``name`` is the YAML path of ``specs`` (used in messages)."""
+    return LlavaDataset(specs, tokenizer, strategy, image_token=image_token, max_length=cfg.max_length,
+                        system_prompt=cfg.system_prompt, on_error=cfg.on_error, truncation=cfg.truncation,
+                        max_skip_ratio=cfg.max_skip_ratio, name=name)

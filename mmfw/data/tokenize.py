@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 logger = logging.getLogger(__name__)
@@ -36,6 +36,7 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "IGNORE_INDEX",
     "EncodedSample",
+    "ImageTokenCountError",
     "TemplateMismatchError",
     "encode_conversation",
     "encode_prompt",
@@ -55,10 +56,18 @@ class TemplateMismatchError(ValueError):
 
 @dataclass
 class EncodedSample:
-    """Token ids and labels of one sample (image placeholders already expanded). Both lists have equal length."""
+    """Token ids and labels of one sample (image placeholders already expanded). Both lists have equal length.
+
+    ``image_spans`` are the ``[start, end)`` positions of each image's tokens, in image order; ``turn_ends`` the
+    position just past each assistant turn (the length of the conversation rendered up to and including that turn),
+    so cutting there keeps whole turns. Both are filled by :func:`encode_conversation` and used by
+    :mod:`mmfw.data.truncation`.
+    """
 
     input_ids: list[int]
     labels: list[int]
+    image_spans: list[tuple[int, int]] = field(default_factory=list)
+    turn_ends: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if len(self.input_ids) != len(self.labels):
@@ -129,27 +138,38 @@ def _is_whitespace_token(tokenizer: Any, tid: int) -> bool:
     return tokenizer.decode([tid], skip_special_tokens=False).strip() == "" and tid not in tokenizer.all_special_ids
 
 
+class ImageTokenCountError(ValueError):
+    """The rendered conversation has a different number of image placeholders than images were given."""
+
+
 def _expand_images(ids: list[int], labels: list[int], tid: int, counts: Sequence[int], sample_id: str
-                   ) -> tuple[list[int], list[int]]:
+                   ) -> tuple[list[int], list[int], list[tuple[int, int]], list[int]]:
+    """Expand the k-th placeholder to ``counts[k]`` tokens. Also returns each image's ``[start, end)`` span and
+    ``shift``, where raw position ``p`` lands at ``p + shift[p]`` (``len(ids) + 1`` entries)."""
     found = ids.count(tid)
     if found != len(counts):
-        raise ValueError(f"sample {sample_id!r}: the rendered conversation has {found} image token(s) but "
-                         f"{len(counts)} image(s) were given")
+        raise ImageTokenCountError(f"sample {sample_id!r}: the rendered conversation has {found} image token(s) but "
+                                   f"{len(counts)} image(s) were given")
     out_ids: list[int] = []
     out_labels: list[int] = []
+    spans: list[tuple[int, int]] = []
+    shift: list[int] = []
     k = 0
     for t, lab in zip(ids, labels, strict=True):
+        shift.append(len(out_ids) - len(shift))
         if t == tid:
             n = int(counts[k])
             if n < 1:
                 raise ValueError(f"sample {sample_id!r}: image {k} has {n} tokens; every image needs at least one")
+            spans.append((len(out_ids), len(out_ids) + n))
             out_ids.extend([tid] * n)
             out_labels.extend([IGNORE_INDEX] * n)
             k += 1
         else:
             out_ids.append(t)
             out_labels.append(lab)
-    return out_ids, out_labels
+    shift.append(len(out_ids) - len(ids))
+    return out_ids, out_labels, spans, shift
 
 
 def encode_conversation(
@@ -173,7 +193,8 @@ def encode_conversation(
 
     Raises:
         TemplateMismatchError: the template is not prefix-stable for this conversation.
-        ValueError: the image token is not a single token, or the placeholder count differs from the images.
+        ImageTokenCountError: the number of placeholders in the rendered text differs from the number of images.
+        ValueError: the image token is not a single token, or an image has no tokens.
     """
     _check_template(tokenizer)
     tid = image_token_id(tokenizer, image_token)
@@ -182,6 +203,7 @@ def encode_conversation(
     labels = [IGNORE_INDEX] * len(full)
     eos = tokenizer.eos_token_id
     eos_supervised = False
+    turn_ends: list[int] = []
     for k, m in enumerate(msgs):
         if m["role"] != "assistant":
             continue
@@ -194,6 +216,7 @@ def encode_conversation(
             raise TemplateMismatchError(_mismatch(tokenizer, sample_id, k, "the conversation up to this reply is "
                                                   "not a prefix of the whole conversation", after, full))
         start, end = len(before), len(after)
+        turn_ends.append(end)
         while end > start and _is_whitespace_token(tokenizer, after[end - 1]):
             end -= 1
         if end == start:
@@ -206,8 +229,8 @@ def encode_conversation(
             _warned_no_eos.add(key)
             logger.warning("sample %r: the eos token %r is not part of any supervised reply; with this chat "
                            "template a trained model may not learn to stop", sample_id, tokenizer.eos_token)
-    ids, labels = _expand_images(full, labels, tid, image_token_counts, sample_id)
-    return EncodedSample(input_ids=ids, labels=labels)
+    ids, labels, spans, shift = _expand_images(full, labels, tid, image_token_counts, sample_id)
+    return EncodedSample(input_ids=ids, labels=labels, image_spans=spans, turn_ends=[e + shift[e] for e in turn_ends])
 
 
 def encode_prompt(
@@ -224,7 +247,7 @@ def encode_prompt(
     _check_template(tokenizer)
     tid = image_token_id(tokenizer, image_token)
     ids = _render(tokenizer, with_system_prompt(messages, system_prompt), add_generation_prompt=True)
-    ids, _ = _expand_images(ids, [IGNORE_INDEX] * len(ids), tid, image_token_counts, sample_id)
+    ids, _, _, _ = _expand_images(ids, [IGNORE_INDEX] * len(ids), tid, image_token_counts, sample_id)
     return ids
 
 

@@ -23,7 +23,6 @@ Design points:
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -155,27 +154,32 @@ def train_tokenizer(
     return tokenizer
 
 
-def _load_records(path: Path) -> list[dict]:
-    text = path.read_text(encoding="utf-8")
-    if path.suffix == ".jsonl":
-        return [json.loads(line) for line in text.splitlines() if line.strip()]
-    data = json.loads(text)
-    if not isinstance(data, list):
-        raise ValueError(f"{path}: expected a JSON list of LLaVA records")
-    return data
-
-
 def texts_from_llava_json(paths: Sequence[str | Path]) -> Iterator[str]:
-    """Yield every conversation turn's ``value`` from LLaVA-format JSON (or JSONL) files, with ``<image>`` removed.
+    """Yield every conversation turn's text from LLaVA-format JSON (or JSONL) files, with ``<image>`` removed.
 
     The image placeholder and the whitespace around the remaining text are stripped; empty turns are skipped.
-    Files are read in the given order, records and turns in file order.
+    Files are read in the given order, records and turns in file order. Turns may be ``from``/``value`` or
+    ``role``/``content``. Lines and records that are not usable (invalid JSON, not an object, no turn list) are
+    left out with one warning per file; training skips and reports them the same way.
     """
+    from mmfw.data.conversation import load_records
+    from mmfw.data.errors import RecordError
+
     if isinstance(paths, (str, Path)):
         paths = [paths]
     for p in paths:
-        for record in _load_records(Path(p)):
-            for turn in record.get("conversations", []):
-                value = str(turn.get("value", "")).replace(IMAGE_TOKEN, "").strip()
+        bad = 0
+        for _, record in load_records(Path(p)):
+            turns = None if isinstance(record, RecordError) else record.get("conversations")
+            if not isinstance(turns, list):
+                bad += 1
+                continue
+            for turn in turns:
+                if not isinstance(turn, dict):
+                    continue
+                value = turn.get("value", turn.get("content", ""))
+                value = str(value if value is not None else "").replace(IMAGE_TOKEN, "").strip()
                 if value:
                     yield value
+        if bad:
+            logger.warning("%s: %d record(s) without usable conversations left out of the tokenizer corpus", p, bad)

@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_model, save_model
 from transformers import PreTrainedTokenizerBase
 
@@ -34,12 +35,17 @@ def ensure_image_token(tokenizer: PreTrainedTokenizerBase, image_token: str) -> 
     return tokenizer.convert_tokens_to_ids(image_token)
 
 
-def build_model(cfg: ModelConfig, registries: Registries,
-                tokenizer: PreTrainedTokenizerBase | None = None) -> tuple[VisionLanguageModel, PreTrainedTokenizerBase]:
-    """Instantiate every component and compose them. ``tokenizer`` (e.g. a run's saved one) skips loading."""
-    if tokenizer is None:
+def build_model(cfg: ModelConfig, registries: Registries, tokenizer: PreTrainedTokenizerBase | None = None, *,
+                without_tokenizer: bool = False) -> tuple[VisionLanguageModel, PreTrainedTokenizerBase]:
+    """Instantiate every component and compose them. ``tokenizer`` (e.g. a run's saved one) skips loading.
+
+    ``without_tokenizer=True`` builds a shape-only model with no tokenizer at all (the returned tokenizer is None,
+    the LLM vocabulary is its ``architecture.vocab_size``, the image token id is -1): for ``mmfw inspect`` on the
+    meta device, where a preset's tokenizer may not be available.
+    """
+    if tokenizer is None and not without_tokenizer:
         tokenizer = load_tokenizer(cfg, registries)
-    image_token_id = ensure_image_token(tokenizer, cfg.fusion.image_token)
+    image_token_id = -1 if tokenizer is None else ensure_image_token(tokenizer, cfg.fusion.image_token)
     vision = registries.vision_encoders.build(cfg.vision_encoder)
     llm = registries.llms.build(cfg.llm, tokenizer=tokenizer)
     connector = registries.connectors.build(cfg.connector, in_dim=vision.embed_dim, out_dim=llm.hidden_size)
@@ -61,12 +67,44 @@ def save_weights(model: torch.nn.Module, directory: str | Path) -> Path:
     return path
 
 
+class CheckpointMismatchError(ValueError):
+    """A checkpoint's tensors do not fit the model built from its config (names or shapes)."""
+
+
+def _listing(names: list[str], limit: int = 10) -> str:
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
+
+
 def load_weights(model: torch.nn.Module, directory: str | Path, strict: bool = True) -> None:
-    """Load safetensors weights; a mismatch names the missing/unexpected keys."""
+    """Load ``model.safetensors`` (never a pickle) into ``model``.
+
+    Raises:
+        FileNotFoundError: no weights file in ``directory``.
+        CheckpointMismatchError: the file is not valid safetensors, or its tensors do not fit the model: tensors
+            whose shapes differ (always an error; each named with both shapes) and, with ``strict``, missing or
+            unexpected names.
+    """
     path = Path(directory) / WEIGHTS_NAME
     if not path.exists():
         raise FileNotFoundError(f"no {WEIGHTS_NAME} in {directory}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointMismatchError(f"checkpoint {path} is not a readable safetensors file: {e}") from None
+    model_shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    wrong = [f"{k}: checkpoint {list(shapes[k])} vs model {list(model_shapes[k])}"
+             for k in sorted(shapes.keys() & model_shapes.keys()) if shapes[k] != model_shapes[k]]
+    if wrong:
+        raise CheckpointMismatchError(f"checkpoint {path} does not match the model built from the config: "
+                                      f"{len(wrong)} tensor(s) differ in shape: {_listing(wrong)}")
     missing, unexpected = load_model(model, str(path), strict=False)
     if strict and (missing or unexpected):
-        raise ValueError(f"checkpoint {path} does not match the model: missing keys {sorted(missing)[:10]}, "
-                         f"unexpected keys {sorted(unexpected)[:10]}")
+        problems = []
+        if missing:
+            problems.append(f"missing from the checkpoint: {_listing(sorted(missing))}")
+        if unexpected:
+            problems.append(f"not in the model: {_listing(sorted(unexpected))}")
+        raise CheckpointMismatchError(f"checkpoint {path} does not match the model built from the config: "
+                                      + "; ".join(problems))

@@ -1,19 +1,36 @@
 """The common fusion layer: splice image feature rows into the token embeddings at the image placeholders.
 
 Vectorised over the whole batch: every placeholder position (in row-major order over the batch) receives the next
-feature row, so several images per sample keep their order and text-only samples pass through untouched. Image
-positions never carry a label.
+feature row, so several images per sample keep their order and text-only samples pass through untouched, whatever
+the padding side. Image positions never carry a label.
+
+The number of placeholders must equal the number of feature rows, for the batch and, when the caller knows how many
+rows each sample's images produced (``rows_per_sample``), for every sample: a batch-level match can hide two samples
+that disagree in opposite directions, which would silently give one sample's features to another (transformers
+#36002). A mismatch raises :class:`FusionError` naming the samples and both counts.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 
 IGNORE_INDEX = -100
 
+__all__ = ["IGNORE_INDEX", "FusionError", "splice_image_features"]
+
 
 class FusionError(ValueError):
     """Image placeholders and image features disagree."""
+
+
+def _check_shapes(inputs_embeds: torch.Tensor, input_ids: torch.Tensor, labels: torch.Tensor | None) -> None:
+    if inputs_embeds.dim() != 3 or input_ids.shape != inputs_embeds.shape[:2]:
+        raise FusionError(f"input_ids {tuple(input_ids.shape)} and inputs_embeds {tuple(inputs_embeds.shape)} do not "
+                          "match (expected (B, S) and (B, S, D))")
+    if labels is not None and labels.shape != input_ids.shape:
+        raise FusionError(f"labels {tuple(labels.shape)} and input_ids {tuple(input_ids.shape)} differ in shape")
 
 
 def splice_image_features(
@@ -22,6 +39,8 @@ def splice_image_features(
     image_token_id: int,
     image_features: torch.Tensor,
     labels: torch.Tensor | None = None,
+    *,
+    rows_per_sample: Sequence[int] | torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Return ``inputs_embeds`` with placeholder rows replaced by ``image_features`` (and labels masked there).
 
@@ -31,7 +50,15 @@ def splice_image_features(
         image_token_id: id of the placeholder token.
         image_features: ``(N, D)`` feature rows of every image of the batch, concatenated in batch order.
         labels: optional ``(B, S)`` labels; placeholder positions become ``-100``.
+        rows_per_sample: optional ``(B,)`` feature rows of each sample's images; checked against the placeholders
+            of each sample.
+
+    Raises:
+        FusionError: placeholders and feature rows disagree (batch or sample), or the shapes do not fit together.
     """
+    _check_shapes(inputs_embeds, input_ids, labels)
+    if image_features.dim() != 2:
+        raise FusionError(f"image_features must be (rows, D), got shape {tuple(image_features.shape)}")
     mask = input_ids == image_token_id
     n_slots = int(mask.sum())
     if n_slots != image_features.shape[0]:
@@ -39,6 +66,16 @@ def splice_image_features(
         raise FusionError(
             f"{n_slots} image placeholder tokens in the batch (per sample: {per_sample}) but {image_features.shape[0]}"
             " image feature rows; the data pipeline and the model disagree on image token counts")
+    if rows_per_sample is not None:
+        expected = torch.as_tensor(rows_per_sample, dtype=torch.long).reshape(-1).tolist()
+        found = mask.sum(dim=1).tolist()
+        if len(expected) != len(found):
+            raise FusionError(f"rows_per_sample has {len(expected)} entries for a batch of {len(found)} samples")
+        bad = [(b, f, e) for b, (f, e) in enumerate(zip(found, expected, strict=True)) if f != e]
+        if bad:
+            detail = "; ".join(f"sample {b}: {f} placeholder tokens, {e} feature rows" for b, f, e in bad)
+            raise FusionError(f"image placeholders and feature rows disagree per sample ({detail}); the data pipeline "
+                              "and the model disagree on image token counts")
     if image_features.shape[-1] != inputs_embeds.shape[-1]:
         raise FusionError(f"image features have width {image_features.shape[-1]}, token embeddings "
                           f"{inputs_embeds.shape[-1]}")

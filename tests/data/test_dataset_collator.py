@@ -13,7 +13,9 @@ from torch.utils.data import DataLoader
 from mmfw.config.base import ImageStrategyConfig
 from mmfw.config.experiment import DatasetSpec
 from mmfw.data.collator import VLMCollator
-from mmfw.data.dataset import LlavaDataset, SampleTooLongError
+from mmfw.data.dataset import LlavaDataset
+from mmfw.data.errors import RecordError
+from mmfw.data.report import SkippedSample
 from mmfw.data.tokenize import IGNORE_INDEX
 from mmfw.data.tokenizer_train import train_tokenizer
 from mmfw.encoders.base import VisionSpec
@@ -99,8 +101,8 @@ def supervised(tokenizer, item) -> list[str]:
 def test_dataset_loads_and_skips_bad_records(dataset, data_dir):
     assert len(dataset) == 5
     assert [dataset.conversation(i).id for i in range(5)] == ["one", "text", "two", "gray", "j1"]
-    assert [(Path(s.path).name, s.position, s.error.reason_code) for s in dataset.skipped] == [
-        ("train.json", 2, "starts-with-assistant"), ("more.jsonl", 2, "bad-json")]
+    assert [(Path(s.location).name, s.id, s.reason) for s in dataset.skipped] == [
+        ("train.json[2]", "bad", "starts-with-assistant"), ("more.jsonl:2", None, "bad-json")]
     assert dataset.image_paths(2) == [data_dir / "images" / "b.png", data_dir / "images" / "c.png"]
     assert dataset.image_paths(4) == [data_dir / "images" / "d.png"]
     assert dataset.image_paths(1) == []
@@ -111,7 +113,8 @@ def test_getitem_expands_images_and_masks_labels(dataset, tokenizer):
     expected_tokens = {"one": 6, "text": 0, "two": 3 + 3, "gray": 3, "j1": 6}
     for i in range(len(dataset)):
         item = dataset[i]
-        assert set(item) == {"id", "input_ids", "labels", "images"}
+        assert set(item) == {"id", "input_ids", "labels", "images", "num_tokens", "truncated"}
+        assert item["num_tokens"] == len(item["input_ids"]) and item["truncated"] is None
         ids, labels = item["input_ids"], item["labels"]
         assert ids.dtype == labels.dtype == torch.long and ids.shape == labels.shape and ids.dim() == 1
         assert int((ids == tid).sum()) == expected_tokens[item["id"]]
@@ -142,21 +145,56 @@ def test_prompt_item_matches_training_prefix(dataset):
     assert prompt["answer"] == "3" and bool((prompt["labels"] == IGNORE_INDEX).all())
 
 
-def test_truncation_after_images(tokenizer, data_dir):
+def test_truncation_policies(tokenizer, data_dir):
     strategy = TileStrategy(ImageStrategyConfig(type="tiles"), GEOMETRY, 8)
     spec = [DatasetSpec(path=str(data_dir / "train.json"))]
-    full = LlavaDataset(spec, tokenizer, strategy, image_token="<image>", max_length=512)[0]
+
+    def make(max_length, truncation):
+        return LlavaDataset(spec, tokenizer, strategy, image_token="<image>", max_length=max_length,
+                            truncation=truncation)
+
+    full = make(512, "drop-turns")[0]
     tid = tokenizer.convert_tokens_to_ids("<image>")
     last_image = int((full["input_ids"] == tid).nonzero().max())
-    short = LlavaDataset(spec, tokenizer, strategy, image_token="<image>", max_length=last_image + 2)
-    item = short[0]
-    assert len(item["input_ids"]) == last_image + 2
-    assert torch.equal(item["input_ids"], full["input_ids"][:last_image + 2])
-    assert torch.equal(item["labels"], full["labels"][:last_image + 2])
-    cut = LlavaDataset(spec, tokenizer, strategy, image_token="<image>", max_length=last_image)
-    with pytest.raises(SampleTooLongError, match="'one'.*would cut an image"):
-        cut[0]
-    assert len(cut[1]["input_ids"]) == last_image  # text-only samples are always truncated
+    n = len(full["input_ids"])
+    # cut-text: a cut after the image keeps it; the cut sample is a prefix of the full one
+    item = make(n - 2, "cut-text")[0]
+    assert len(item["input_ids"]) == n - 2 and len(item["images"]) == 1
+    assert torch.equal(item["input_ids"], full["input_ids"][:n - 2])
+    assert torch.equal(item["labels"], full["labels"][:n - 2])
+    assert item["truncated"].policy == "cut-text" and item["num_tokens"] == n
+    assert supervised(tokenizer, item) == ["red"]  # <|im_end|> and the newline are cut
+    # a cut inside the image moves before it, which leaves nothing supervised: skipped, never split
+    skipped = make(last_image, "cut-text")[0]
+    assert isinstance(skipped, SkippedSample) and skipped.reason == "no-supervised-tokens"
+    assert skipped.id == "one" and skipped.location.endswith("train.json[0]")
+    # drop-sample and drop-turns cannot shorten a one-turn sample
+    for policy in ("drop-sample", "drop-turns"):
+        s = make(last_image + 2, policy)[0]
+        assert isinstance(s, SkippedSample) and s.reason == "too-long" and s.num_tokens == n
+    # drop-turns keeps the first of two turns of the text-only sample
+    two_turns = make(512, "drop-turns")[1]
+    first = two_turns["labels"].tolist().index(-100, int((two_turns["labels"] != -100).nonzero()[0]))
+    short = make(first + 3, "drop-turns")[1]
+    assert supervised(tokenizer, short) == ["2<|im_end|>"]
+    assert short["truncated"].policy == "drop-turns"
+
+
+def test_on_error_raise(tokenizer, data_dir, tmp_path):
+    strategy = TileStrategy(ImageStrategyConfig(type="tiles"), GEOMETRY, 8)
+    # a record that fails validation stops the construction
+    with pytest.raises(RecordError, match=r"train.json\[2\]: record 'bad': the first turn") as info:
+        LlavaDataset([DatasetSpec(path=str(data_dir / "train.json"))], tokenizer, strategy, image_token="<image>",
+                     max_length=512, on_error="raise")
+    assert info.value.reason_code == "starts-with-assistant"
+    # a sample that fails when loaded stops the iteration
+    records = json.loads((data_dir / "train.json").read_text())
+    (tmp_path / "ok.json").write_text(json.dumps([records[0], records[3]]), encoding="utf-8")
+    strict = LlavaDataset([DatasetSpec(path=str(tmp_path / "ok.json"), image_root=str(data_dir))], tokenizer,
+                          strategy, image_token="<image>", max_length=20, truncation="drop-sample", on_error="raise")
+    with pytest.raises(RecordError, match=r"ok.json\[0\]: sample 'one' has 40 tokens > data.max_length 20") as info:
+        strict[0]
+    assert info.value.reason_code == "too-long"
 
 
 def test_resize_strategy_and_missing_image(tokenizer, data_dir, tmp_path):
@@ -171,8 +209,9 @@ def test_resize_strategy_and_missing_image(tokenizer, data_dir, tmp_path):
     item = ds[0]
     assert item["images"][0].pixel_values.shape == (1, 3, 16, 16) and item["images"][0].size == (24, 12)
     assert int((item["input_ids"] == tokenizer.convert_tokens_to_ids("<image>")).sum()) == 4  # (16/8)**2
-    with pytest.raises(OSError, match="'missing'.*nope.png"):
-        ds[1]
+    skipped = ds[1]
+    assert isinstance(skipped, SkippedSample) and skipped.reason == "missing-image" and skipped.index == 1
+    assert "record 'missing'" in skipped.message and "nope.png" in skipped.message
 
 
 def test_dataset_requires_single_image_token(tokenizer, data_dir):

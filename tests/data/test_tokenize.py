@@ -237,3 +237,20 @@ def test_last_turn_special_casing_raises(chatml):
                                                     rf"this reply is not a prefix of the whole conversation "
                                                     rf"\(first difference at token {start}\b"):
         encode_conversation(MULTI, tok, image_token="<image>", image_token_counts=[1, 1], sample_id="bad-3")
+
+
+@pytest.mark.parametrize("name", ["mistral", "chatml"])
+def test_image_spans_and_turn_ends(name, request):
+    tok = request.getfixturevalue(name)
+    enc = encode_conversation(MULTI, tok, image_token="<image>", image_token_counts=[5, 3], sample_id="s")
+    tid = tok.convert_tokens_to_ids("<image>")
+    (a0, b0), (a1, b1) = enc.image_spans
+    assert (b0 - a0, b1 - a1) == (5, 3)
+    assert [i for i, t in enumerate(enc.input_ids) if t == tid] == [*range(a0, b0), *range(a1, b1)]
+    # each turn end closes a supervised span and is where the next user turn starts
+    assert len(enc.turn_ends) == 3 and enc.turn_ends[-1] == len(enc)
+    for (_, stop), end in zip(spans(enc.labels), enc.turn_ends, strict=True):
+        assert stop <= end and all(lab == IGNORE_INDEX for lab in enc.labels[stop:end])
+    # cutting at a turn end gives exactly the encoding of the shorter conversation
+    short = encode_conversation(MULTI[:2], tok, image_token="<image>", image_token_counts=[5])
+    assert short.input_ids == enc.input_ids[:enc.turn_ends[0]] and short.labels == enc.labels[:enc.turn_ends[0]]

@@ -87,6 +87,16 @@ def test_texts_from_llava_json(tmp_path: Path, llava_json: Path) -> None:
     assert list(texts_from_llava_json([jsonl, llava_json]))[2:] == texts
 
 
+def test_texts_from_llava_json_leaves_bad_lines_out(tmp_path: Path, caplog) -> None:
+    jsonl = tmp_path / "bad.jsonl"
+    jsonl.write_bytes(b"\n".join([
+        b"{broken", b'{"id": "caf\xe9"}', b"[1, 2]", b'{"conversations": "hi"}',
+        json.dumps({"conversations": ["x", {"role": "user", "content": "role form"}, {"from": "gpt", "value": None}]})
+        .encode()]) + b"\n")
+    assert list(texts_from_llava_json([jsonl])) == ["role form"]
+    assert "4 record(s) without usable conversations" in caplog.text
+
+
 def test_special_tokens_and_config(tok: PreTrainedTokenizerFast) -> None:
     assert tok.pad_token == "<|pad|>" and tok.pad_token_id == 0
     assert tok.eos_token == "<|im_end|>"
