@@ -20,6 +20,7 @@ from PIL import Image
 from mmfw.components import Registries
 from mmfw.config import ExperimentConfig
 from mmfw.data.collator import VLMCollator
+from mmfw.data.images import load_image, to_rgb
 from mmfw.data.tokenize import encode_prompt
 from mmfw.model.io import load_model_dir
 from mmfw.model.vlm import VisionLanguageModel
@@ -39,10 +40,10 @@ class VLMPipeline:
     def prepare(self, images: Sequence[ImageLike], prompt: str) -> dict[str, Any]:
         """One prompt's model inputs. ``<image>`` placeholders are added in front if the prompt has none."""
         token = self.cfg.model.fusion.image_token
-        pils = [im if isinstance(im, Image.Image) else Image.open(im) for im in images]
+        pils = [to_rgb(im) if isinstance(im, Image.Image) else load_image(im) for im in images]
         if pils and token not in prompt:
             prompt = "\n".join([token] * len(pils) + [prompt])
-        inputs = [self.model.image_strategy.preprocess(im.convert("RGB")) for im in pils]
+        inputs = [self.model.image_strategy.preprocess(im) for im in pils]
         counts = [self.model.image_strategy.num_tokens(x.size) for x in inputs]
         ids = encode_prompt([{"role": "user", "content": prompt}], self.tokenizer, image_token=token,
                             image_token_counts=counts, system_prompt=self.cfg.data.system_prompt)
