@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from mmfw.cli.common import CLIError, report
 from mmfw.config import ConfigError
 from mmfw.registry import RegistryError
+from mmfw.training.errors import TrainingError
 
 COMMAND_MODULES = (
     "mmfw.cli.train",
@@ -18,9 +19,12 @@ COMMAND_MODULES = (
     "mmfw.cli.data",
     "mmfw.cli.list",
     "mmfw.cli.schema",
+    "mmfw.cli.inspect",
+    "mmfw.cli.export",
+    "mmfw.cli.merge",
 )
 
-EXPECTED_ERRORS = (ConfigError, CLIError, RegistryError, FileNotFoundError, ValueError)
+EXPECTED_ERRORS = (ConfigError, CLIError, RegistryError, FileNotFoundError, ValueError, TrainingError)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,41 @@
+"""``mmfw inspect CONFIG``: parameters, image tokens and memory of a config's model, built on the meta device."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+
+from mmfw.cli.common import CLIError, add_config_arguments, load_experiment
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    m = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
+    if not m or int(m.group(1)) == 0 or int(m.group(2)) == 0:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT in pixels (e.g. 672x672), got {text!r}")
+    return int(m.group(1)), int(m.group(2))
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("inspect", help="parameters, image tokens and memory of a config's model (no weights)",
+                       description="Build the model on the meta device (no weights, no download) and report "
+                                   "parameter counts (total and trainable under training.policy), the image tokens "
+                                   "of an image size, and the memory for weights, gradients and AdamW state.")
+    add_config_arguments(p)
+    p.add_argument("--image-size", type=parse_size, metavar="WxH",
+                   help="image size for the token count (default: the encoder's input size)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from mmfw.components import default_registries
+    from mmfw.inspect import format_report, inspect_config
+
+    cfg = load_experiment(args, validate=False)  # the model only: data files need not exist
+    try:
+        report = inspect_config(cfg, default_registries(), args.image_size)
+    except NotImplementedError as err:  # an operation the meta device cannot run
+        raise CLIError(f"cannot build this model on the meta device: {err}") from err
+    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    return 0
