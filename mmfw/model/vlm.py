@@ -35,14 +35,25 @@ class VisionLanguageModel(nn.Module):
     def encode_images(self, pixel_values: torch.Tensor, image_sizes: torch.Tensor,
                       num_tiles: torch.Tensor) -> torch.Tensor:
         """``(tiles, 3, H, W)`` tiles of every image -> ``(rows, D)`` feature rows, images in order."""
+        if not self.image_strategy.merges_per_image:  # one reshape for all images
+            tokens = self._tile_tokens(pixel_values)
+            return tokens.reshape(-1, tokens.shape[-1])
+        return torch.cat(self.encode_images_split(pixel_values, image_sizes, num_tiles))
+
+    def _tile_tokens(self, pixel_values: torch.Tensor) -> torch.Tensor:
         features = self.vision_encoder(pixel_values)
         grid = self.vision_encoder.spec.grid(pixel_values.shape[-2], pixel_values.shape[-1])
-        tokens = self.connector(features, grid)
-        if not self.image_strategy.merges_per_image:
-            return tokens.reshape(-1, tokens.shape[-1])
+        return self.connector(features, grid)
+
+    def encode_images_split(self, pixel_values: torch.Tensor, image_sizes: torch.Tensor,
+                            num_tiles: torch.Tensor) -> list[torch.Tensor]:
+        """Like :meth:`encode_images`, one ``(rows_i, D)`` tensor per image."""
+        tokens = self._tile_tokens(pixel_values)
         per_image = torch.split(tokens, num_tiles.tolist())
+        if not self.image_strategy.merges_per_image:
+            return [t.reshape(-1, t.shape[-1]) for t in per_image]
         sizes = [tuple(s) for s in image_sizes.tolist()]
-        return torch.cat([self.image_strategy.merge(t, size) for t, size in zip(per_image, sizes)])
+        return [self.image_strategy.merge(t, size) for t, size in zip(per_image, sizes, strict=True)]
 
     def _dummy_image_term(self, like: torch.Tensor) -> torch.Tensor | None:
         """0 x (features of a blank tile): keeps trainable vision-path parameters in the graph for text-only batches."""
@@ -60,34 +71,48 @@ class VisionLanguageModel(nn.Module):
 
     def embed(self, input_ids: torch.Tensor, labels: torch.Tensor | None = None,
               pixel_values: torch.Tensor | None = None, image_sizes: torch.Tensor | None = None,
-              num_tiles: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Token embeddings with image features spliced in (and labels masked at image positions)."""
+              num_tiles: torch.Tensor | None = None, image_counts: torch.Tensor | None = None,
+              ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Token embeddings with image features spliced in (and labels masked at image positions).
+
+        ``image_counts`` (images per row of ``input_ids``), when given, lets the fusion check every row's placeholder
+        count against the feature rows of that row's own images, not only the batch totals.
+        """
         embeds = self.llm.get_input_embeddings()(input_ids)
-        if pixel_values is not None and pixel_values.shape[0] > 0:
+        rows_per_sample = None
+        if pixel_values is not None and pixel_values.shape[0] > 0 and image_counts is None:
             features = self.encode_images(pixel_values, image_sizes, num_tiles)
+        elif pixel_values is not None and pixel_values.shape[0] > 0:
+            per_image = self.encode_images_split(pixel_values, image_sizes, num_tiles)
+            features = torch.cat(per_image)
+            rows = torch.tensor([f.shape[0] for f in per_image], dtype=torch.long)
+            owner = torch.repeat_interleave(torch.arange(len(image_counts)), image_counts.cpu())
+            rows_per_sample = torch.zeros(len(image_counts), dtype=torch.long).index_add_(0, owner, rows)
         else:
             features = embeds.new_zeros(0, embeds.shape[-1])
             dummy = self._dummy_image_term(embeds)
             if dummy is not None:
                 embeds = embeds + dummy
-        return splice_image_features(embeds, input_ids, self.image_token_id, features, labels)
+        return splice_image_features(embeds, input_ids, self.image_token_id, features, labels,
+                                     rows_per_sample=rows_per_sample)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 labels: torch.Tensor | None = None, pixel_values: torch.Tensor | None = None,
                 image_sizes: torch.Tensor | None = None, num_tiles: torch.Tensor | None = None,
-                **llm_kwargs: Any) -> Any:
-        embeds, labels = self.embed(input_ids, labels, pixel_values, image_sizes, num_tiles)
+                image_counts: torch.Tensor | None = None, **llm_kwargs: Any) -> Any:
+        embeds, labels = self.embed(input_ids, labels, pixel_values, image_sizes, num_tiles, image_counts)
         return self.llm(inputs_embeds=embeds, attention_mask=attention_mask, labels=labels, **llm_kwargs)
 
     @torch.no_grad()
     def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                  pixel_values: torch.Tensor | None = None, image_sizes: torch.Tensor | None = None,
-                 num_tiles: torch.Tensor | None = None, **generate_kwargs: Any) -> torch.Tensor:
+                 num_tiles: torch.Tensor | None = None, image_counts: torch.Tensor | None = None,
+                 **generate_kwargs: Any) -> torch.Tensor:
         """Generate with the KV cache; the vision encoder runs once. Returns only the new token ids.
 
         Batched prompts must be left-padded.
         """
-        embeds, _ = self.embed(input_ids, None, pixel_values, image_sizes, num_tiles)
+        embeds, _ = self.embed(input_ids, None, pixel_values, image_sizes, num_tiles, image_counts)
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         return self.llm.model.generate(inputs_embeds=embeds, attention_mask=attention_mask, **generate_kwargs)

@@ -97,3 +97,17 @@ def test_generate_runs_vision_once_and_returns_new_tokens(model_and_tokenizer) -
             expected.append(int(nxt))
             seq = torch.cat([seq, model.llm.get_input_embeddings()(nxt)[:, None]], dim=1)
     assert new[0].tolist() == expected
+
+
+def test_per_sample_mismatch_is_caught_even_when_batch_totals_agree(model_and_tokenizer) -> None:
+    """Two samples disagreeing in opposite directions (transformers #36002) must not swap features silently."""
+    model, tok = model_and_tokenizer
+    n = model.image_strategy.num_tokens((32, 32))
+    img, pad = model.image_token_id, tok.pad_token_id
+    # sample 0 claims one image but holds 2n placeholders; sample 1 claims one image but holds none
+    ids = torch.tensor([[1] + [img] * (2 * n) + [2], [1, 2] + [pad] * (2 * n)])
+    batch = dict(input_ids=ids, pixel_values=torch.randn(2, 3, 32, 32), image_sizes=torch.tensor([[32, 32]] * 2),
+                 num_tiles=torch.tensor([1, 1]))
+    model(**batch)  # batch totals agree: without per-sample counts this goes through
+    with pytest.raises(FusionError):
+        model(**batch, image_counts=torch.tensor([1, 1]))
