@@ -1,28 +1,84 @@
-"""``mmfw train CONFIG``: validate the config, prepare data if asked, train, evaluate, save the run."""
+"""``mmfw train CONFIG``: validate the config, prepare data if asked, train every stage, evaluate, save the run.
+
+``mmfw train CONFIG --resume`` (or ``mmfw train RUN_DIR``) continues a run: finished stages are skipped and the
+current one restarts from its latest checkpoint with the exact optimizer, scheduler, RNG and data position.
+``--num-processes N`` re-launches the command through ``accelerate launch`` (DDP; gloo on CPU).
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
-from mmfw.cli.common import add_config_arguments, load_experiment
+from mmfw.cli.common import CLIError, add_config_arguments, load_experiment
 from mmfw.components import default_plugin_manager, default_registries
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train a model from an experiment YAML")
+    p = sub.add_parser("train", help="train a model from an experiment YAML (or resume a run directory)")
     add_config_arguments(p)
     p.add_argument("--output-dir", help="run directory (overrides output_dir)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in output_dir: skip finished stages, restart from the latest checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="delete the previous run in output_dir and start over")
+    p.add_argument("--num-processes", type=int, default=1, metavar="N",
+                   help="train with N processes through `accelerate launch` (DDP; gloo on CPU)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 
+def _launch(args: argparse.Namespace) -> int:
+    """Re-run this command under ``accelerate launch`` with ``args.num_processes`` processes."""
+    import torch
+
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes",
+           str(args.num_processes), "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+           "-m", "mmfw"]
+    if getattr(args, "debug", False):
+        cmd.append("--debug")
+    if getattr(args, "quiet", False):
+        cmd.append("-q")
+    cmd += ["train", args.config]
+    for override in args.overrides:
+        cmd += ["--set", override]
+    cmd += [flag for flag, on in (("--resume", args.resume), ("--overwrite", args.overwrite),
+                                  ("--no-progress", args.no_progress)) if on]
+    env = dict(os.environ)
+    if not torch.cuda.is_available():
+        env["ACCELERATE_USE_CPU"] = "1"  # accelerate's multi-process launcher then sets up gloo (MULTI_CPU)
+        env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // args.num_processes)))
+    return subprocess.call(cmd, env=env)
+
+
 def run(args: argparse.Namespace) -> int:
+    if Path(args.config).is_dir():  # a run directory: resume it with its own resolved config
+        from mmfw.config.loader import RESOLVED_CONFIG_NAME
+
+        run_dir = Path(args.config)
+        if not (run_dir / RESOLVED_CONFIG_NAME).exists():
+            raise CLIError(f"{run_dir} is a directory without {RESOLVED_CONFIG_NAME}; pass an experiment YAML")
+        args.config = str(run_dir / RESOLVED_CONFIG_NAME)
+        args.overrides = [*args.overrides, f"output_dir={run_dir}"]
+        args.resume = True
     if args.output_dir:
         args.overrides = [*args.overrides, f"output_dir={args.output_dir}"]
+        args.output_dir = None
+    if args.resume and args.overwrite:
+        raise CLIError("--resume and --overwrite exclude each other")
+    if args.num_processes < 1:
+        raise CLIError("--num-processes must be at least 1")
     cfg = load_experiment(args)
+    if args.num_processes > 1 and "LOCAL_RANK" not in os.environ:
+        return _launch(args)
     from mmfw.training.trainer import Trainer
 
-    metrics = Trainer(cfg, default_registries(), default_plugin_manager(), progress=not args.no_progress).train()
-    print(json.dumps({"run_dir": str(cfg.run_dir), **{k: round(v, 6) for k, v in metrics.items()}}))
+    trainer = Trainer(cfg, default_registries(), default_plugin_manager(), progress=not args.no_progress,
+                      resume=args.resume, overwrite=args.overwrite)
+    metrics = trainer.train()
+    if trainer.accelerator.is_main_process:
+        print(json.dumps({"run_dir": str(cfg.run_dir), **{k: round(v, 6) for k, v in metrics.items()}}))
     return 0

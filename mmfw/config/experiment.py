@@ -7,10 +7,19 @@ static classes here declare the shape and the fields that do not depend on plugi
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Optional, Union
 
-from pydantic import Field, SerializeAsAny, create_model, model_validator
+from pydantic import (
+    Field,
+    SerializeAsAny,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from mmfw.config.base import (
     ConnectorConfig,
@@ -18,6 +27,15 @@ from mmfw.config.base import (
     LLMConfig,
     StrictModel,
     VisionEncoderConfig,
+)
+from mmfw.config.training import (
+    RUN_LEVEL_FIELDS,
+    PartialPolicyConfig,
+    PartialSection,
+    PolicyConfig,  # noqa: F401  (re-exported)
+    TrainingConfig,
+    merge_training,
+    partial_fields,
 )
 
 if TYPE_CHECKING:
@@ -46,8 +64,16 @@ class DatasetSpec(StrictModel):
     """One LLaVA-format JSON/JSONL file."""
 
     path: str
+    """A ``.json`` file (a list of records) or a ``.jsonl`` file (one record per line)."""
     image_root: str | None = None
     """Directory image paths are relative to; defaults to the JSON file's directory."""
+
+    @field_validator("path")
+    @classmethod
+    def _json_suffix(cls, v: str) -> str:
+        if Path(v).suffix.lower() not in (".json", ".jsonl"):
+            raise ValueError(f"{v!r}: unsupported dataset file type {Path(v).suffix!r}; expected .json or .jsonl")
+        return v
 
 
 class SyntheticDataConfig(StrictModel):
@@ -74,50 +100,56 @@ class DataConfig(StrictModel):
     synthetic: SyntheticDataConfig | None = None
     build_tokenizer: TokenizerBuildConfig | None = None
     max_length: int = Field(2048, gt=0)
+    """Longest sample in tokens, image tokens included; longer ones follow ``truncation``."""
     system_prompt: str | None = None
     eval_max_samples: int | None = Field(None, gt=0)
+    truncation: Literal["drop-sample", "drop-turns", "cut-text"] = "drop-turns"
+    """What happens to a sample longer than ``max_length`` (never a cut inside an image's tokens): ``drop-sample``
+    skips it; ``drop-turns`` removes whole trailing turns (skipped if not even the first reply fits); ``cut-text``
+    cuts at ``max_length``, or just before the image whose tokens the cut would split."""
+    on_error: Literal["raise", "skip"] = "skip"
+    """A bad record or sample (invalid JSON, missing or corrupt image, too long, nothing supervised...): ``raise``
+    stops at the first one; ``skip`` leaves it out, counts it by reason and reports it at the end of each epoch."""
+    max_skip_ratio: float = Field(0.05, ge=0, le=1)
+    """With ``on_error: skip``, stop with an error when more than this share of a dataset's samples is skipped."""
 
 
-ModulePolicy = Literal["frozen", "full"]
+STAGE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+
+PartialDataConfig = create_model("PartialDataConfig", __base__=PartialSection, __doc__=(
+    "``data`` keys a stage changes (e.g. its own ``train`` files); the others come from the top-level ``data``."),
+    **partial_fields(DataConfig))
+
+_StageFields = create_model("_StageFields", __base__=PartialSection,
+                            **partial_fields(TrainingConfig, replace={"policy": PartialPolicyConfig}))
 
 
-class PolicyConfig(StrictModel):
-    """What is trained in each module."""
+class StageConfig(_StageFields):
+    """One stage of a multi-stage run: its name, and the ``training`` (and ``data``) keys it changes.
 
-    vision_encoder: ModulePolicy = "frozen"
-    connector: ModulePolicy = "full"
-    llm: ModulePolicy = "full"
-    image_strategy: ModulePolicy = "full"
+    Any ``training`` field may be set here; ``policy`` entries replace the policy of the modules they name.
+    """
+
+    name: str = Field(pattern=STAGE_NAME_PATTERN)
+    """Unique, used as the stage's directory name under ``RUN_DIR/stages``."""
+    data: Optional[PartialDataConfig] = None  # noqa: UP045
+
+    @model_serializer(mode="wrap")
+    def _only_set(self, handler: Any) -> Any:
+        data = handler(self)
+        return {"name": self.name, **{k: v for k, v in data.items() if k in self.model_fields_set and k != "name"}}
 
 
-class TrainingConfig(StrictModel):
-    max_steps: int | None = Field(None, gt=0)
-    epochs: float | None = Field(None, gt=0)
-    batch_size: int = Field(8, gt=0)
-    eval_batch_size: int | None = Field(None, gt=0)
-    gradient_accumulation_steps: int = Field(1, gt=0)
-    learning_rate: float = Field(2e-4, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
-    betas: tuple[float, float] = (0.9, 0.999)
-    lr_scheduler: Literal["cosine", "linear", "constant"] = "cosine"
-    warmup_ratio: float = Field(0.03, ge=0, lt=1)
-    min_lr_ratio: float = Field(0.0, ge=0, le=1)
-    max_grad_norm: float | None = Field(1.0, gt=0)
-    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
-    policy: PolicyConfig = PolicyConfig()
-    log_every: int = Field(10, gt=0)
-    eval_every: int | None = Field(None, gt=0)
-    save_every: int | None = Field(None, gt=0)
-    keep_last: int = Field(2, ge=1)
-    num_workers: int = Field(0, ge=0)
-    max_new_tokens: int = Field(16, gt=0)
-    """Generation length used by evaluation."""
+@dataclass(frozen=True)
+class ResolvedStage:
+    """A stage with its ``training`` and ``data`` sections fully resolved."""
 
-    @model_validator(mode="after")
-    def _length_given(self) -> TrainingConfig:
-        if (self.max_steps is None) == (self.epochs is None):
-            raise ValueError("set exactly one of max_steps and epochs")
-        return self
+    index: int
+    name: str
+    training: TrainingConfig
+    data: DataConfig
+    implicit: bool = False
+    """True for the single stage of a config without ``stages``."""
 
 
 class ExperimentConfig(StrictModel):
@@ -127,10 +159,51 @@ class ExperimentConfig(StrictModel):
     model: ModelConfig
     data: DataConfig = DataConfig()
     training: TrainingConfig
+    """Training settings; with ``stages``, the defaults every stage starts from."""
+    stages: list[StageConfig] = []
+    """Ordered stages (e.g. align, then finetune), each starting from the previous one's model. Empty: one stage
+    trained with ``training``."""
 
     @property
     def run_dir(self) -> Path:
         return Path(self.output_dir)
+
+    @model_validator(mode="after")
+    def _stages_resolve(self) -> ExperimentConfig:
+        names = [s.name for s in self.stages]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"stages: duplicate stage name(s) {dupes}")
+        self.stage_plan()
+        return self
+
+    def stage_plan(self) -> list[ResolvedStage]:
+        """Every stage in order, with its resolved ``training`` and ``data`` (a single implicit one without
+        ``stages``). Raises ``ValueError`` naming the stage when a resolved section is invalid."""
+        if not self.stages:
+            if not self.training.has_length:
+                raise ValueError("training: set exactly one of max_steps and epochs")
+            return [ResolvedStage(0, "train", self.training, self.data, implicit=True)]
+        out = []
+        for i, stage in enumerate(self.stages):
+            where = f"stages[{i}] ({stage.name})"
+            try:
+                training = TrainingConfig.model_validate(merge_training(self.training, stage))
+                data = self.data
+                if stage.data is not None:
+                    data = DataConfig.model_validate({**self.data.model_dump(), **stage.data.model_dump()})
+            except ValidationError as err:
+                first = err.errors()[0]
+                loc = ".".join(str(x) for x in first["loc"])
+                raise ValueError(f"{where}: {loc + ': ' if loc else ''}{first['msg'].removeprefix('Value error, ')}"
+                                 ) from None
+            if not training.has_length:
+                raise ValueError(f"{where}: set exactly one of max_steps and epochs (in the stage or in training)")
+            for key in RUN_LEVEL_FIELDS:
+                if getattr(training, key) != getattr(self.training, key):
+                    raise ValueError(f"{where}: {key} applies to the whole run; set it in training, not per stage")
+            out.append(ResolvedStage(i, stage.name, training, data))
+        return out
 
 
 _COMPONENT_FIELDS = {

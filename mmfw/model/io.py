@@ -49,4 +49,8 @@ def load_model_dir(path: str | Path, registries: Registries | None = None, devic
     tokenizer = AutoTokenizer.from_pretrained(directory / "tokenizer")
     model, tokenizer = build_model(cfg.model, registries, tokenizer=tokenizer)
     load_weights(model, directory)
+    if (directory / "adapters").is_dir():  # a LoRA-trained model: fold the peft adapters into the weights
+        from mmfw.training.lora import load_adapters
+
+        load_adapters(model, directory, merge=True)
     return model.to(device).eval(), tokenizer, cfg

@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader, Subset
 
 from mmfw.data.collator import VLMCollator
 from mmfw.data.dataset import LlavaDataset
+from mmfw.data.report import is_skipped
 from mmfw.data.synth import normalize_answer
 from mmfw.model.vlm import VisionLanguageModel
 
@@ -55,6 +56,8 @@ def evaluate_loss(model: VisionLanguageModel, dataset: LlavaDataset, collator: V
     """Mean next-token loss over every supervised token of ``dataset``."""
     total, count = 0.0, 0
     for batch in DataLoader(dataset, batch_size=batch_size, collate_fn=collator):
+        if batch["input_ids"].shape[0] == 0:  # every sample of the batch was skipped (see mmfw.data.report)
+            continue
         batch = _to_device(batch, device)
         out = model(**model_inputs(batch))
         n = int((batch["labels"][:, 1:] != -100).sum())
@@ -75,11 +78,19 @@ def evaluate_accuracy(model: VisionLanguageModel, tokenizer: Any, dataset: Llava
     hits: dict[str, list[int]] = defaultdict(list)
     index = 0
     for batch, samples in loader:
-        batch = _to_device(batch, device)
-        new = model.generate(**{k: v for k, v in model_inputs(batch).items() if k != "labels"},
-                             max_new_tokens=max_new_tokens, do_sample=False)
-        texts = tokenizer.batch_decode(new, skip_special_tokens=True)
-        for text, sample in zip(texts, samples):
+        kept = [s for s in samples if not is_skipped(s)]
+        texts: list[str] = []
+        if kept:
+            batch = _to_device(batch, device)
+            new = model.generate(**{k: v for k, v in model_inputs(batch).items() if k != "labels"},
+                                 max_new_tokens=max_new_tokens, do_sample=False)
+            texts = tokenizer.batch_decode(new, skip_special_tokens=True)
+        answers = iter(texts)
+        for sample in samples:
+            if is_skipped(sample):  # counted by the collator's "skipped" list, not scored
+                index += 1
+                continue
+            text = next(answers)
             ok = int(normalize_answer(text) == normalize_answer(sample["answer"]))
             hits["all"].append(ok)
             task = _task_of(dataset, index)

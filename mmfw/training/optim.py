@@ -1,30 +1,36 @@
-"""Optimizer and learning-rate schedule."""
+"""Optimizer (AdamW, per-module learning-rate multipliers) and learning-rate schedule."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 
-from mmfw.config.experiment import TrainingConfig
+from mmfw.config.training import TrainingConfig
 
 
-def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """Trainable parameters split into decayed (matrices) and non-decayed (biases, norms, embeddings rows 1-D)."""
-    decay, no_decay = [], []
+def parameter_groups(model: torch.nn.Module, weight_decay: float, learning_rate: float,
+                     lr_scale: Callable[[torch.nn.Parameter], float] = lambda p: 1.0) -> list[dict]:
+    """Trainable parameters grouped by learning-rate multiplier and by decay (matrices decay; biases, norms and
+    other 1-D parameters do not). Groups are ordered deterministically (by first parameter)."""
+    groups: dict[tuple[float, bool], dict] = {}
     for _, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        (decay if p.ndim >= 2 else no_decay).append(p)
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return [g for g in groups if g["params"]]
+        scale, decay = lr_scale(p), p.ndim >= 2
+        group = groups.setdefault((scale, decay), {"params": [], "weight_decay": weight_decay if decay else 0.0,
+                                                   "lr": learning_rate * scale, "lr_scale": scale})
+        group["params"].append(p)
+    return list(groups.values())
 
 
-def build_optimizer(model: torch.nn.Module, cfg: TrainingConfig) -> torch.optim.Optimizer:
-    groups = parameter_groups(model, cfg.weight_decay)
+def build_optimizer(model: torch.nn.Module, cfg: TrainingConfig,
+                    lr_scale: Callable[[torch.nn.Parameter], float] = lambda p: 1.0) -> torch.optim.Optimizer:
+    groups = parameter_groups(model, cfg.weight_decay, cfg.learning_rate, lr_scale)
     if not groups:
-        raise ValueError("nothing to train: every parameter is frozen under training.policy")
+        raise ValueError("nothing to train: every parameter is frozen under the training policy")
     return torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=cfg.betas)
 
 
@@ -39,6 +45,17 @@ def lr_lambda(step: int, total_steps: int, warmup_steps: int, kind: str, min_rat
     return min_ratio + (1.0 - min_ratio) * decay
 
 
+class _Schedule:
+    """Picklable multiplier function (a lambda would make the scheduler's state unsaveable)."""
+
+    def __init__(self, total: int, warmup: int, kind: str, min_ratio: float) -> None:
+        self.total, self.warmup, self.kind, self.min_ratio = total, warmup, kind, min_ratio
+
+    def __call__(self, step: int) -> float:
+        return lr_lambda(step, self.total, self.warmup, self.kind, self.min_ratio)
+
+
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainingConfig, total_steps: int) -> LambdaLR:
     warmup = int(round(cfg.warmup_ratio * total_steps))
-    return LambdaLR(optimizer, lambda s: lr_lambda(s, total_steps, warmup, cfg.lr_scheduler, cfg.min_lr_ratio))
+    schedule = _Schedule(total_steps, warmup, cfg.lr_scheduler, cfg.min_lr_ratio)
+    return LambdaLR(optimizer, [schedule] * len(optimizer.param_groups))

@@ -1,23 +1,182 @@
-"""Per-module training policy: which parts of the VLM are trained."""
+"""Per-module training policy: which parts of the VLM are trained, how (full, LoRA, last blocks), at what LR scale.
+
+:func:`apply_policy` changes a model in place at the start of a stage (``requires_grad``, peft wrapping, gradient
+checkpointing) and returns each trainable parameter's learning-rate multiplier. :func:`trainable_parameter_counts`
+computes what a policy would train without touching the model (for ``mmfw inspect`` and dry runs).
+"""
 
 from __future__ import annotations
 
+import functools
 import logging
+from dataclasses import dataclass, field
+from typing import Any
 
+import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
+from transformers import PreTrainedModel
 
-from mmfw.config.experiment import PolicyConfig
+from mmfw.config import ConfigError
+from mmfw.config.training import COMPONENTS, FrozenPolicy, FullPolicy, LoraPolicy, PolicyConfig
+from mmfw.training.lora import is_lora_parameter, lora_parameter_count, wrap_lora, wrapped_model
 
 logger = logging.getLogger(__name__)
 
 
-def apply_policy(model: nn.Module, policy: PolicyConfig) -> dict[str, int]:
-    """Set ``requires_grad`` per top-level module; returns trainable parameter counts per module."""
-    counts = {}
-    for name, mode in policy.model_dump().items():
+@dataclass
+class AppliedPolicy:
+    """What :func:`apply_policy` did: trainable parameter counts per component, and LR multipliers."""
+
+    counts: dict[str, int]
+    lr_scales: dict[int, float] = field(default_factory=dict)
+    """``id(parameter)`` -> learning-rate multiplier, for every trainable parameter."""
+
+    def lr_scale(self, p: nn.Parameter) -> float:
+        return self.lr_scales.get(id(p), 1.0)
+
+
+def _blocks(module: nn.Module, name: str, n: int, where: str) -> list[nn.Module]:
+    groups = module.layer_groups() if hasattr(module, "layer_groups") else []
+    if not groups:
+        raise ConfigError([f"{where}.{name}.unfreeze_last_blocks: {type(module).__name__} exposes no blocks "
+                           "(layer_groups() is empty)"])
+    if n > len(groups):
+        raise ConfigError([f"{where}.{name}.unfreeze_last_blocks: {n} > the {len(groups)} blocks of "
+                           f"{type(module).__name__}"])
+    return list(groups)[len(groups) - n:]
+
+
+def _submodule(model: nn.Module, path: str, where: str) -> nn.Module:
+    try:
+        return model.get_submodule(path)
+    except AttributeError:
+        parent, _, _ = path.rpartition(".")
+        try:
+            children = [n for n, _ in (model.get_submodule(parent) if parent else model).named_children()]
+        except AttributeError:
+            children = [n for n, _ in model.named_children()]
+        raise ConfigError([f"{where}.modules.{path}: no such sub-module; children of {parent or 'the model'!r}: "
+                           f"{', '.join(children)}"]) from None
+
+
+def enable_gradient_checkpointing(component: nn.Module, name: str, where: str) -> None:
+    """Recompute activations in the backward pass: transformers' own switch, else per block of ``layer_groups()``."""
+    inner = getattr(component, "model", None)
+    if isinstance(inner, PreTrainedModel) and inner.supports_gradient_checkpointing:
+        kwargs = {"use_reentrant": False}
+        if hasattr(inner, "activation_checkpointing_enable"):  # transformers >= 5.x name
+            inner.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            inner.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+        return
+    groups = component.layer_groups() if hasattr(component, "layer_groups") else []
+    if not groups:
+        raise ConfigError([f"{where}.{name}.gradient_checkpointing: {type(component).__name__} supports no "
+                           "gradient checkpointing (no transformers model, no layer_groups())"])
+    for block in groups:
+        if getattr(block, "_mmfw_checkpointed", False):
+            continue
+        original = block.forward
+
+        @functools.wraps(original)
+        def forward(*args, _original=original, _block=block, **kwargs):  # type: ignore[no-untyped-def]
+            if _block.training and torch.is_grad_enabled():
+                return checkpoint(_original, *args, use_reentrant=False, **kwargs)
+            return _original(*args, **kwargs)
+
+        block.forward = forward
+        block._mmfw_checkpointed = True
+
+
+def _policy_params(module: nn.Module, pol: FrozenPolicy | FullPolicy, label: str,
+                   where: str) -> list[nn.Parameter]:
+    """The parameters of ``module`` a frozen/full policy trains (all, none, or those of the last N blocks)."""
+    if isinstance(pol, FullPolicy):
+        return list(module.parameters())
+    if pol.unfreeze_last_blocks:
+        return [p for block in _blocks(module, label, pol.unfreeze_last_blocks, where) for p in block.parameters()]
+    return []
+
+
+def apply_policy(model: nn.Module, policy: PolicyConfig, where: str = "training.policy") -> AppliedPolicy:
+    """Apply ``policy`` to the VLM ``model`` in place; config problems raise :class:`ConfigError` naming the key."""
+    components = policy.components()
+    overrides = [(path, pol, _submodule(model, path, where)) for path, pol in policy.modules.items()]
+    for name, pol in components.items():
+        if pol.gradient_checkpointing:
+            enable_gradient_checkpointing(getattr(model, name), name, where)
+    for name, pol in components.items():
+        if isinstance(pol, LoraPolicy):
+            wrap_lora(getattr(model, name), name, pol, where)
+    scales: dict[int, float] = {}
+    for name, pol in components.items():
+        module = getattr(model, name)
+        module.requires_grad_(False)
+        if isinstance(pol, LoraPolicy):
+            train = [p for n, p in module.named_parameters() if is_lora_parameter(n)]
+        else:
+            train = _policy_params(module, pol, name, where)
+        for p in train:
+            p.requires_grad_(True)
+            scales[id(p)] = pol.lr_scale
+    for path, pol, sub in overrides:
+        for p in sub.parameters():
+            p.requires_grad_(False)
+            scales.pop(id(p), None)
+        for p in _policy_params(sub, pol, f"modules.{path}", where):
+            p.requires_grad_(True)
+            scales[id(p)] = pol.lr_scale
+    counts = {name: sum(p.numel() for p in getattr(model, name).parameters() if p.requires_grad)
+              for name in COMPONENTS}
+    counts["total"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    logger.info("trainable parameters: %s", counts)
+    return AppliedPolicy(counts, scales)
+
+
+def trainable_parameter_counts(model: nn.Module, policy: PolicyConfig,
+                               where: str = "training.policy") -> dict[str, int]:
+    """Trainable parameters per component (and ``total``) that ``policy`` would give ``model``, computed without
+    changing it (the model may live on the meta device). ``model`` is a VLM without adapters (as built by
+    :func:`mmfw.model.builder.build_model`). Raises :class:`ConfigError` for policy keys that do not fit the model
+    (unknown LoRA targets or sub-modules), located at ``where`` (e.g. ``stages[1].policy``)."""
+    from mmfw.training.lora import check_lora_targets
+
+    trainable: dict[int, nn.Parameter] = {}
+    owner: dict[int, str] = {}
+    lora: dict[str, int] = {}
+    for name, pol in policy.components().items():
         module = getattr(model, name)
         for p in module.parameters():
-            p.requires_grad_(mode == "full")
-        counts[name] = sum(p.numel() for p in module.parameters() if p.requires_grad)
-    logger.info("trainable parameters: %s", counts)
+            owner.setdefault(id(p), name)
+        if isinstance(pol, LoraPolicy):
+            inner = wrapped_model(module, name, where)
+            check_lora_targets(inner, pol, f"{where}.{name}")
+            lora[name] = lora_parameter_count(inner, pol)
+        else:
+            trainable.update({id(p): p for p in _policy_params(module, pol, name, where)})
+    for path, pol in policy.modules.items():
+        sub = _submodule(model, path, where)
+        for p in sub.parameters():
+            trainable.pop(id(p), None)
+        trainable.update({id(p): p for p in _policy_params(sub, pol, f"modules.{path}", where)})
+    counts = dict.fromkeys(COMPONENTS, 0)
+    for pid, p in trainable.items():
+        if pid in owner:
+            counts[owner[pid]] += p.numel()
+    for name, n in lora.items():
+        counts[name] += n
+    counts["total"] = sum(counts.values())
     return counts
+
+
+def stage_policy_counts(cfg: Any, registries: Any) -> dict[str, dict[str, int]]:
+    """Trainable parameters of every stage of an experiment (``{stage name: counts}``), from a model built on the
+    meta device (no memory, no weights). Raises :class:`ConfigError` naming the stage's policy key on problems."""
+    from mmfw.model.builder import build_model
+
+    with torch.device("meta"):
+        model, _ = build_model(cfg.model, registries)
+    return {stage.name: trainable_parameter_counts(
+                model, stage.training.policy, "training.policy" if stage.implicit else f"stages[{stage.index}].policy")
+            for stage in cfg.stage_plan()}
