@@ -1,6 +1,6 @@
 """Benchmark: padding-free packing and length grouping vs padded batches, on a length-skewed dataset.
 
-    python benchmarks/packing.py [--samples 480] [--threads 2] [--hidden 256] [--out results.json]
+    python benchmarks/packing.py [--samples 480] [--threads 1] [--hidden 256] [--out results.json]
 
 Builds a VLM (CLIP + MLP + Llama, random init) and a LLaVA-format dataset whose lengths are skewed like instruction
 data (80% of the samples 30-130 tokens, 20% 130-480, a quarter of them with an image), then trains one epoch over the
@@ -117,8 +117,8 @@ def main() -> None:
     parser.add_argument("--pack-length", type=int, default=512, help="row capacity of packed batches")
     parser.add_argument("--hidden", type=int, default=256)
     parser.add_argument("--layers", type=int, default=4)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=2, help="timed epochs per mode (the best is kept)")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=3, help="timed epochs per mode (the best is kept)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
@@ -143,26 +143,30 @@ def main() -> None:
         items = [ds[i] for i in range(len(ds))]
         lengths = [len(it["input_ids"]) for it in items]
 
-        results = {}
-        for mode in ("padded", "length-grouped", "packed"):
+        modes = ("padded", "length-grouped", "packed")
+        prepared, results = {}, {}
+        for mode in modes:
             batches = batches_for(mode, items, lengths, tokenizer.pad_token_id, args.batch_size, args.pack_length,
                                   args.seed)
-            real = sum(real_tokens(b) for b in batches)
-            computed = sum(int(b["input_ids"].numel()) for b in batches)
             model.load_state_dict(initial)
             model.eval()
             _, loss = run_epoch(model, batches, train=False)
-            best = float("inf")
-            for _ in range(args.repeats):
+            prepared[mode] = batches
+            results[mode] = {"batches": len(batches), "real_tokens": sum(real_tokens(b) for b in batches),
+                             "computed_tokens": sum(int(b["input_ids"].numel()) for b in batches),
+                             "seconds": float("inf"), "loss_at_init": loss}
+        # modes interleaved in every repeat and the best time kept: a busy machine slows all modes alike
+        for _ in range(args.repeats):
+            for mode in modes:
                 model.load_state_dict(initial)
                 model.train()
-                run_epoch(model, batches[:2], train=True)  # warm-up
+                run_epoch(model, prepared[mode][:2], train=True)  # warm-up
                 model.load_state_dict(initial)
-                seconds, _ = run_epoch(model, batches, train=True)
-                best = min(best, seconds)
-            results[mode] = {"batches": len(batches), "real_tokens": real, "computed_tokens": computed,
-                             "efficiency": real / computed, "seconds": best, "tokens_per_s": real / best,
-                             "loss_at_init": loss}
+                seconds, _ = run_epoch(model, prepared[mode], train=True)
+                results[mode]["seconds"] = min(results[mode]["seconds"], seconds)
+        for r in results.values():
+            r["efficiency"] = r["real_tokens"] / r["computed_tokens"]
+            r["tokens_per_s"] = r["real_tokens"] / r["seconds"]
 
     base = results["padded"]["tokens_per_s"]
     lines = [f"{args.samples} samples, lengths {min(lengths)}-{max(lengths)} (mean {sum(lengths) / len(lengths):.0f}, "
