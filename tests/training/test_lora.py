@@ -63,6 +63,7 @@ def test_run_directory_holds_peft_adapters_and_plain_base_weights(lora_run, regi
     assert all(v.abs().sum() > 0 for k, v in adapters.items() if "lora_B" in k)
 
 
+@pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing.*:FutureWarning")
 def test_peft_reload_and_merge_give_the_unmerged_logits(lora_run, registries, synth_data, tmp_path) -> None:
     trainer, run_dir = lora_run
     live = trainer.accelerator.unwrap_model(trainer.model)
