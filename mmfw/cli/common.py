@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import NoReturn
 
 from mmfw.components import Registries, default_registries
 from mmfw.config import ConfigError, ExperimentConfig, load_config
@@ -35,11 +34,6 @@ def load_experiment(args: argparse.Namespace, registries: Registries | None = No
 
         check_experiment(cfg, registries, source=args.config)
     return cfg
-
-
-def fail(message: str, exit_code: int = 2) -> NoReturn:
-    print(f"error: {message}", file=sys.stderr)
-    raise SystemExit(exit_code)
 
 
 def report(err: BaseException) -> int:
