@@ -17,10 +17,8 @@ import difflib
 from pathlib import Path
 from typing import Literal
 
-import timm
 import torch
 from pydantic import Field, field_validator, model_validator
-from timm.models.eva import Eva
 from typing_extensions import Self
 
 from mmfw.config.base import StrictModel, VisionEncoderConfig
@@ -67,7 +65,11 @@ class EVA02EncoderConfig(VisionEncoderConfig):
     @field_validator("model_name")
     @classmethod
     def _known(cls, v: str) -> str:
-        if not v.startswith(_SCHEMAS) and not timm.is_model(v):
+        if v.startswith(_SCHEMAS):
+            return v
+        import timm
+
+        if not timm.is_model(v):
             names = timm.list_models("eva02*")
             close = difflib.get_close_matches(v.split(".")[0], names, n=1)
             hint = f"did you mean {close[0]!r}? " if close else ""
@@ -93,6 +95,9 @@ class EVA02EncoderConfig(VisionEncoderConfig):
 class EVA02VisionEncoder(VisionEncoder):
     def __init__(self, cfg: EVA02EncoderConfig) -> None:
         super().__init__(cfg)
+        import timm
+        from timm.models.eva import Eva
+
         overrides = cfg.architecture.model_dump(exclude_none=True) if cfg.architecture else {}
         pretrained, overlay = bool(cfg.pretrained), None
         if isinstance(cfg.pretrained, str):
