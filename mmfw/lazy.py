@@ -14,7 +14,7 @@ from typing import Any
 _UNSET: Any = object()
 
 
-class lazy_attr:  # noqa: N801 (used like a function in class bodies)
+class lazy_attr:
     """A class attribute whose value is ``"module:qualified.name"``, imported on first access and then cached."""
 
     def __init__(self, target: str) -> None:
