@@ -2,9 +2,8 @@
 
 :func:`inspect_config` builds the whole model on PyTorch's meta device (shapes only: no weights are allocated or
 downloaded, so a 12B model costs nothing) and without a tokenizer (the LLM's vocabulary is its
-``architecture.vocab_size``), then reports
-
-If the LLM's config has no ``vocab_size``, its (local) tokenizer is loaded to size the vocabulary.
+``architecture.vocab_size``; if the LLM's config has none, its local tokenizer is loaded to size the vocabulary),
+then reports
 
 * parameters per module, in total (the model as built, without adapters) and trainable under each stage's
   ``training.policy`` (:func:`~mmfw.training.policy.trainable_parameter_counts`, the trainer's own policy logic;

@@ -30,9 +30,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from mmfw.components import default_registries
-    from mmfw.inspect import format_report, inspect_config
 
     cfg = load_experiment(args, validate=False)  # the model only: data files need not exist
+    from mmfw.inspect import format_report, inspect_config  # torch and the model libraries: after the config is read
+
     try:
         report = inspect_config(cfg, default_registries(), args.image_size)
     except NotImplementedError as err:  # an operation the meta device cannot run

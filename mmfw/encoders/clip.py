@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Literal
 
 import torch
 from pydantic import Field, model_validator
-from transformers import CLIPVisionConfig, CLIPVisionModel
 from typing_extensions import Self
 
 from mmfw.config.base import StrictModel, VisionEncoderConfig
@@ -72,6 +71,8 @@ class CLIPEncoderConfig(VisionEncoderConfig):
 class CLIPVisionEncoder(VisionEncoder):
     def __init__(self, cfg: CLIPEncoderConfig) -> None:
         super().__init__(cfg)
+        from transformers import CLIPVisionConfig, CLIPVisionModel
+
         dtype = torch_dtype(cfg.dtype)
         if cfg.pretrained is not None:
             self.model = CLIPVisionModel.from_pretrained(cfg.pretrained, dtype=dtype)

@@ -13,14 +13,14 @@ is not a multiple of the patch size is padded up to one (``VisionSpec.pad_to_pat
 
 from __future__ import annotations
 
+import contextlib
 import difflib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
-import timm
 import torch
 from pydantic import Field, field_validator, model_validator
-from timm.models.eva import Eva
 from typing_extensions import Self
 
 from mmfw.config.base import StrictModel, VisionEncoderConfig
@@ -67,7 +67,11 @@ class EVA02EncoderConfig(VisionEncoderConfig):
     @field_validator("model_name")
     @classmethod
     def _known(cls, v: str) -> str:
-        if not v.startswith(_SCHEMAS) and not timm.is_model(v):
+        if v.startswith(_SCHEMAS):
+            return v
+        import timm
+
+        if not timm.is_model(v):
             names = timm.list_models("eva02*")
             close = difflib.get_close_matches(v.split(".")[0], names, n=1)
             hint = f"did you mean {close[0]!r}? " if close else ""
@@ -89,18 +93,42 @@ class EVA02EncoderConfig(VisionEncoderConfig):
                                                   mlp_ratio=2.0))
 
 
+@contextlib.contextmanager
+def _no_init_on_meta(eva_cls: type, skip: bool) -> Iterator[None]:
+    """Skip ``eva_cls.init_weights`` while a random-init model is built on the meta device.
+
+    timm initialises every weight in ``Eva.__init__`` even on the meta device (its own TODO: "skip init when on meta
+    device"), where there are no values to set; its ``trunc_normal_`` runs through PyTorch's slow Python meta
+    decompositions there (about 1 s for EVA02-E, e.g. ``mmfw inspect`` of omnilmm-12b). Shapes, dtypes and
+    parameters are unchanged; on a real device nothing is skipped.
+    """
+    if not skip or torch.get_default_device().type != "meta" or "init_weights" not in vars(eva_cls):
+        yield
+        return
+    original = vars(eva_cls)["init_weights"]
+    eva_cls.init_weights = lambda self, needs_reset=True: None
+    try:
+        yield
+    finally:
+        eva_cls.init_weights = original
+
+
 @component("eva02", config=EVA02EncoderConfig)
 class EVA02VisionEncoder(VisionEncoder):
     def __init__(self, cfg: EVA02EncoderConfig) -> None:
         super().__init__(cfg)
+        import timm
+        from timm.models.eva import Eva
+
         overrides = cfg.architecture.model_dump(exclude_none=True) if cfg.architecture else {}
         pretrained, overlay = bool(cfg.pretrained), None
         if isinstance(cfg.pretrained, str):
             if not Path(cfg.pretrained).is_file():
                 raise FileNotFoundError(f"eva02: pretrained checkpoint file not found: {cfg.pretrained}")
             overlay = {"file": str(cfg.pretrained)}
-        model = timm.create_model(cfg.model_name, pretrained=pretrained, pretrained_cfg_overlay=overlay,
-                                  num_classes=0, dynamic_img_size=True, dynamic_img_pad=True, **overrides)
+        with _no_init_on_meta(Eva, skip=not pretrained):
+            model = timm.create_model(cfg.model_name, pretrained=pretrained, pretrained_cfg_overlay=overlay,
+                                      num_classes=0, dynamic_img_size=True, dynamic_img_pad=True, **overrides)
         if not isinstance(model, Eva):
             raise ValueError(f"eva02: timm model {cfg.model_name!r} is a {type(model).__name__}, not an EVA model")
         depth = len(model.blocks)

@@ -15,10 +15,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-import open_clip
 import torch
-from open_clip.model import _build_vision_tower
-from open_clip.transformer import VisionTransformer
 from pydantic import Field, model_validator
 from typing_extensions import Self
 
@@ -67,6 +64,8 @@ class OpenCLIPEncoderConfig(VisionEncoderConfig):
             if self.pretrained is not None:
                 raise ValueError(f"'pretrained' must be unset: {self.model_name!r} names its own weights")
         else:
+            import open_clip
+
             model_cfg = open_clip.get_model_config(self.model_name)
             if model_cfg is None:
                 raise ValueError(f"open_clip has no model {self.model_name!r}; see open_clip.list_models()")
@@ -91,6 +90,10 @@ class OpenCLIPEncoderConfig(VisionEncoderConfig):
 class OpenCLIPVisionEncoder(VisionEncoder):
     def __init__(self, cfg: OpenCLIPEncoderConfig) -> None:
         super().__init__(cfg)
+        import open_clip
+        from open_clip.model import _build_vision_tower
+        from open_clip.transformer import VisionTransformer
+
         if cfg.loads_weights:
             precision = {"float32": "fp32", "bfloat16": "pure_bf16", "float16": "pure_fp16"}[cfg.dtype]
             clip = open_clip.create_model(cfg.model_name, pretrained=cfg.pretrained, precision=precision)

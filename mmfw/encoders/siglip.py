@@ -14,7 +14,6 @@ from typing import Literal
 
 import torch
 from pydantic import Field, model_validator
-from transformers import SiglipVisionConfig, SiglipVisionModel
 from typing_extensions import Self
 
 from mmfw.config.base import StrictModel, VisionEncoderConfig
@@ -71,6 +70,8 @@ class SiglipEncoderConfig(VisionEncoderConfig):
 class SiglipVisionEncoder(VisionEncoder):
     def __init__(self, cfg: SiglipEncoderConfig) -> None:
         super().__init__(cfg)
+        from transformers import SiglipVisionConfig, SiglipVisionModel
+
         dtype = torch_dtype(cfg.dtype)
         if cfg.pretrained is not None:
             self.model = SiglipVisionModel.from_pretrained(cfg.pretrained, dtype=dtype)

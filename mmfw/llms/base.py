@@ -14,13 +14,14 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 import torch
 from pydantic import Field, field_validator, model_validator
 from torch import nn
-from transformers import AutoTokenizer, PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 from typing_extensions import Self
 
 from mmfw.config.base import LLMConfig, StrictModel
 from mmfw.encoders.base import DType, torch_dtype
 
 if TYPE_CHECKING:
+    from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
+
     from mmfw.export.hf_llava import HFLlavaPart
 
 logger = logging.getLogger(__name__)
@@ -193,6 +194,8 @@ class HFCausalLM(LanguageModel):
     @classmethod
     def load_tokenizer(cls, cfg: HFCausalLMConfig) -> PreTrainedTokenizerBase:
         """The tokenizer with a chat template and a pad token."""
+        from transformers import AutoTokenizer
+
         source = cfg.tokenizer or cfg.pretrained
         tok = AutoTokenizer.from_pretrained(source, trust_remote_code=cfg.trust_remote_code)
         if cfg.chat_template is not None:

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from transformers import LlamaConfig, LlamaForCausalLM
-
+from mmfw.lazy import lazy_attr
 from mmfw.llms.base import HFCausalLM, HFCausalLMConfig
 from mmfw.registry import component
 
@@ -23,6 +22,6 @@ class LlamaLLMConfig(HFCausalLMConfig):
 
 @component("llama", config=LlamaLLMConfig)
 class LlamaLLM(HFCausalLM):
-    hf_config_class = LlamaConfig
-    hf_model_class = LlamaForCausalLM
+    hf_config_class = lazy_attr("transformers:LlamaConfig")
+    hf_model_class = lazy_attr("transformers:LlamaForCausalLM")
     default_chat_template = LLAMA2_CHAT_TEMPLATE

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from transformers import MistralConfig, MistralForCausalLM
-
+from mmfw.lazy import lazy_attr
 from mmfw.llms.base import HFCausalLM, HFCausalLMConfig
 from mmfw.registry import component
 
@@ -28,6 +27,6 @@ class MistralLLMConfig(HFCausalLMConfig):
 
 @component("mistral", config=MistralLLMConfig)
 class MistralLLM(HFCausalLM):
-    hf_config_class = MistralConfig
-    hf_model_class = MistralForCausalLM
+    hf_config_class = lazy_attr("transformers:MistralConfig")
+    hf_model_class = lazy_attr("transformers:MistralForCausalLM")
     default_chat_template = MISTRAL_CHAT_TEMPLATE

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from transformers import Qwen2Config, Qwen2ForCausalLM
-
+from mmfw.lazy import lazy_attr
 from mmfw.llms.base import HFCausalLM, HFCausalLMConfig
 from mmfw.registry import component
 
@@ -36,6 +35,6 @@ class Qwen2LLMConfig(HFCausalLMConfig):
 
 @component("qwen2", config=Qwen2LLMConfig)
 class Qwen2LLM(HFCausalLM):
-    hf_config_class = Qwen2Config
-    hf_model_class = Qwen2ForCausalLM
+    hf_config_class = lazy_attr("transformers:Qwen2Config")
+    hf_model_class = lazy_attr("transformers:Qwen2ForCausalLM")
     default_chat_template = QWEN2_CHAT_TEMPLATE

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from transformers import Qwen3Config, Qwen3ForCausalLM
-
+from mmfw.lazy import lazy_attr
 from mmfw.llms.base import HFCausalLM, HFCausalLMConfig
 from mmfw.llms.qwen2 import CHATML_TEMPLATE
 from mmfw.registry import component
@@ -22,6 +21,6 @@ class Qwen3LLMConfig(HFCausalLMConfig):
 
 @component("qwen3", config=Qwen3LLMConfig)
 class Qwen3LLM(HFCausalLM):
-    hf_config_class = Qwen3Config
-    hf_model_class = Qwen3ForCausalLM
+    hf_config_class = lazy_attr("transformers:Qwen3Config")
+    hf_model_class = lazy_attr("transformers:Qwen3ForCausalLM")
     default_chat_template = CHATML_TEMPLATE

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_model, save_model
-from transformers import PreTrainedTokenizerBase
 
 from mmfw.components import Registries
 from mmfw.config.experiment import ModelConfig
 from mmfw.image_strategies.base import VisionGeometry
 from mmfw.model.vlm import VisionLanguageModel
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 logger = logging.getLogger(__name__)
 

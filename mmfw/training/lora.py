@@ -14,17 +14,18 @@ import re
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
-from peft import LoraConfig, PeftModel, get_peft_model
-from peft.utils import set_peft_model_state_dict
-from safetensors.torch import load_file
 from torch import nn
 from transformers import PreTrainedModel
 from transformers.pytorch_utils import Conv1D
 
 from mmfw.config import ConfigError
 from mmfw.config.training import COMPONENTS, LoraPolicy
+
+if TYPE_CHECKING:  # peft is imported where adapters are made or loaded (not needed to count them)
+    from peft import LoraConfig, PeftModel
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +93,8 @@ def lora_parameter_count(hf_model: nn.Module, policy: LoraPolicy) -> int:
 
 
 def lora_config(policy: LoraPolicy, causal_lm: bool) -> LoraConfig:
+    from peft import LoraConfig
+
     targets = policy.target_modules if policy.target_modules == "all-linear" else list(policy.target_modules)
     return LoraConfig(r=policy.r, lora_alpha=policy.alpha, lora_dropout=policy.dropout, target_modules=targets,
                       use_rslora=policy.use_rslora, bias="none", task_type="CAUSAL_LM" if causal_lm else None)
@@ -99,6 +102,8 @@ def lora_config(policy: LoraPolicy, causal_lm: bool) -> LoraConfig:
 
 def wrap_lora(component: nn.Module, name: str, policy: LoraPolicy, where: str) -> PeftModel:
     """Replace ``component.model`` by a ``PeftModel`` with fresh adapters (B = 0, so the output is unchanged)."""
+    from peft import get_peft_model
+
     from mmfw.llms.base import LanguageModel
 
     inner = wrapped_model(component, name, where)
@@ -112,6 +117,8 @@ def wrap_lora(component: nn.Module, name: str, policy: LoraPolicy, where: str) -
 
 def lora_components(model: nn.Module) -> dict[str, PeftModel]:
     """The VLM's components whose ``model`` is currently a ``PeftModel``."""
+    from peft import PeftModel
+
     out = {}
     for name in COMPONENTS:
         inner = getattr(getattr(model, name, None), "model", None)
@@ -197,6 +204,9 @@ def adapter_dirs(directory: str | Path) -> dict[str, Path]:
 
 def load_adapter_weights(model: nn.Module, directory: str | Path) -> None:
     """Load saved adapters into a model whose components are already wrapped (resuming a LoRA stage)."""
+    from peft.utils import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
     wrapped = lora_components(model)
     found = adapter_dirs(directory)
     if set(found) != set(wrapped):
@@ -211,6 +221,8 @@ def load_adapter_weights(model: nn.Module, directory: str | Path) -> None:
 def load_adapters(model: nn.Module, directory: str | Path, merge: bool = True) -> list[str]:
     """Attach the adapters saved in ``directory/adapters`` with ``PeftModel.from_pretrained`` and, with ``merge``,
     fold them into the base weights. Returns the names of the components that had adapters."""
+    from peft import PeftModel
+
     names = []
     for name, path in adapter_dirs(directory).items():
         component = getattr(model, name)

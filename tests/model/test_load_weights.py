@@ -83,7 +83,7 @@ def test_source_never_unpickles_or_trusts_remote_code_by_itself() -> None:
 
 
 def test_trust_remote_code_comes_only_from_the_config(monkeypatch) -> None:
-    from mmfw.llms import base
+    import transformers
 
     seen = []
 
@@ -95,7 +95,7 @@ def test_trust_remote_code_comes_only_from_the_config(monkeypatch) -> None:
         seen.append(kwargs.get("trust_remote_code"))
         return FakeTokenizer()
 
-    monkeypatch.setattr(base.AutoTokenizer, "from_pretrained", fake_from_pretrained)
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", fake_from_pretrained)
     from mmfw.llms.llama import LlamaLLM, LlamaLLMConfig
 
     LlamaLLM.load_tokenizer(LlamaLLMConfig(pretrained="x"))
