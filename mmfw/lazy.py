@@ -8,7 +8,7 @@ object: ``hf_model_class = lazy_attr("transformers:LlamaForCausalLM")`` imports 
 
 from __future__ import annotations
 
-import importlib
+import pkgutil
 from typing import Any
 
 _UNSET: Any = object()
@@ -26,11 +26,7 @@ class lazy_attr:
 
     def resolve(self) -> Any:
         if self._value is _UNSET:
-            module, _, name = self.target.partition(":")
-            value: Any = importlib.import_module(module)
-            for part in name.split("."):
-                value = getattr(value, part)
-            self._value = value
+            self._value = pkgutil.resolve_name(self.target)
         return self._value
 
     def __get__(self, obj: object, owner: type | None = None) -> Any:
