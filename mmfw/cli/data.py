@@ -32,6 +32,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--tasks", nargs="+", default=["color", "shape", "position", "count"],
                    choices=["color", "shape", "position", "count"])
+    s.add_argument("--train-questions", choices=["one", "all"], default="one",
+                   help="one question per training image, or every question a single-shape scene answers")
     s.set_defaults(func=run_synth)
 
     c = dsub.add_parser("check", help="report every problem in the configured datasets, and their token lengths")
@@ -55,7 +57,8 @@ def run_synth(args: argparse.Namespace) -> int:
     from mmfw.data.synth import generate_synthetic_vqa
 
     paths = generate_synthetic_vqa(args.out, num_train=args.num_train, num_eval=args.num_eval,
-                                   image_size=args.image_size, seed=args.seed, tasks=args.tasks)
+                                   image_size=args.image_size, seed=args.seed, tasks=args.tasks,
+                                   train_questions=args.train_questions)
     print(f"wrote {paths.train} and {paths.eval} (images in {paths.images})")
     return 0
 

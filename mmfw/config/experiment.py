@@ -85,6 +85,10 @@ class SyntheticDataConfig(StrictModel):
     image_size: int = Field(64, ge=16)
     seed: int = 0
     tasks: tuple[Literal["color", "shape", "position", "count"], ...] = ("color", "shape", "position", "count")
+    train_questions: Literal["one", "all"] = "one"
+    """``one``: one question per training image. ``all``: a single-shape training image is also asked every other
+    question its scene answers (colour, shape, and position when the shape lies inside one quadrant), as a
+    multi-turn conversation after its balanced question; the eval split keeps one question per image."""
 
 
 class TokenizerBuildConfig(StrictModel):

@@ -93,6 +93,9 @@ COUNTS: tuple[str, ...] = ("1", "2", "3", "4")
 
 TASKS: tuple[str, ...] = ("color", "shape", "position", "count")
 
+#: ``train_questions`` choices: one question per training image, or every question its scene answers.
+TRAIN_QUESTIONS: tuple[str, ...] = ("one", "all")
+
 #: Question paraphrases per task. None of them depends on the answer.
 QUESTIONS: dict[str, tuple[str, ...]] = {
     "color": (
@@ -282,8 +285,46 @@ def _make_scene(rng: np.random.Generator, task: str, answer: str, image_size: in
     raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
 
 
+def _quadrant_of(s: ShapeSpec, image_size: int) -> str | None:
+    """The quadrant ``s`` lies entirely inside, at least ``_GAP`` pixels from the mid lines, else ``None``."""
+    half = image_size // 2
+    if s.x1 <= half - _GAP:
+        horizontal = "left"
+    elif s.x0 >= image_size - half + _GAP:
+        horizontal = "right"
+    else:
+        return None
+    if s.y1 <= half - _GAP:
+        vertical = "top"
+    elif s.y0 >= image_size - half + _GAP:
+        vertical = "bottom"
+    else:
+        return None
+    return f"{vertical} {horizontal}"
+
+
+def _scene_answers(shapes: Sequence[ShapeSpec], image_size: int, tasks: Sequence[str]) -> dict[str, str]:
+    """Every question of ``tasks`` that the scene answers unambiguously: colour, shape and (when the shape lies
+    inside one quadrant) position of a single shape; the count of any scene."""
+    out: dict[str, str] = {}
+    if len(shapes) == 1:
+        (s,) = shapes
+        out = {"color": s.color, "shape": s.shape}
+        quadrant = _quadrant_of(s, image_size)
+        if quadrant is not None:
+            out["position"] = quadrant
+    out["count"] = str(len(shapes))
+    return {t: out[t] for t in tasks if t in out}
+
+
 def _generate_split(
-    split: str, n: int, rng: np.random.Generator, root: Path, image_size: int, tasks: Sequence[str]
+    split: str,
+    n: int,
+    rng: np.random.Generator,
+    root: Path,
+    image_size: int,
+    tasks: Sequence[str],
+    all_questions: bool = False,
 ) -> list[dict[str, Any]]:
     task_list = _balanced(rng, list(tasks), n)
     answers: dict[str, list[str]] = {
@@ -299,17 +340,19 @@ def _generate_split(
         shapes = _make_scene(rng, task, answer, image_size)
         rel = f"images/{split}_{i:06d}.png"
         render_scene(shapes, background, image_size).save(root / rel, format="PNG", compress_level=_PNG_COMPRESS_LEVEL)
-        records.append(
-            {
-                "id": f"{split}_{i:06d}",
-                "image": rel,
-                "task": task,
-                "conversations": [
-                    {"from": "human", "value": f"<image>\n{question}"},
-                    {"from": "gpt", "value": answer},
-                ],
-            }
-        )
+        turns = [(question, answer)]
+        if all_questions and task != "count":
+            # The other questions this single-shape scene answers, in random order after the balanced one (a
+            # count question on a one-shape scene would only ever answer "1", so it is not added).
+            others = [(t, a) for t, a in _scene_answers(shapes, image_size, tasks).items() if t not in (task, "count")]
+            for j in rng.permutation(len(others)):
+                t, a = others[int(j)]
+                turns.append((QUESTIONS[t][int(rng.integers(len(QUESTIONS[t])))], a))
+        conversations = []
+        for j, (q, a) in enumerate(turns):
+            conversations.append({"from": "human", "value": f"<image>\n{q}" if j == 0 else q})
+            conversations.append({"from": "gpt", "value": a})
+        records.append({"id": f"{split}_{i:06d}", "image": rel, "task": task, "conversations": conversations})
     return records
 
 
@@ -319,8 +362,10 @@ def _write_text_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _meta(num_train: int, num_eval: int, image_size: int, seed: int, tasks: Sequence[str]) -> dict[str, Any]:
-    return {
+def _meta(
+    num_train: int, num_eval: int, image_size: int, seed: int, tasks: Sequence[str], train_questions: str
+) -> dict[str, Any]:
+    meta = {
         "generator_version": GENERATOR_VERSION,
         "num_train": int(num_train),
         "num_eval": int(num_eval),
@@ -328,9 +373,14 @@ def _meta(num_train: int, num_eval: int, image_size: int, seed: int, tasks: Sequ
         "seed": int(seed),
         "tasks": list(tasks),
     }
+    if train_questions != "one":  # datasets generated before the option existed stay valid
+        meta["train_questions"] = train_questions
+    return meta
 
 
-def _validate(num_train: int, num_eval: int, image_size: int, tasks: Sequence[str]) -> None:
+def _validate(num_train: int, num_eval: int, image_size: int, tasks: Sequence[str], train_questions: str) -> None:
+    if train_questions not in TRAIN_QUESTIONS:
+        raise ValueError(f"train_questions must be one of {TRAIN_QUESTIONS}, got {train_questions!r}")
     if num_train < 0 or num_eval < 0:
         raise ValueError("num_train and num_eval must be non-negative")
     if image_size < _MIN_IMAGE_SIZE:
@@ -351,6 +401,7 @@ def generate_synthetic_vqa(
     image_size: int = 64,
     seed: int = 0,
     tasks: Sequence[str] = TASKS,
+    train_questions: str = "one",
 ) -> SynthPaths:
     """Generate the synthetic VQA dataset into ``out_dir`` (always regenerates; see :func:`ensure_synthetic_vqa`).
 
@@ -366,7 +417,7 @@ def generate_synthetic_vqa(
         The dataset's :class:`SynthPaths`.
     """
     tasks = tuple(dict.fromkeys(tasks)) if not isinstance(tasks, str) else tasks  # dedupe, keep order
-    _validate(num_train, num_eval, image_size, tasks)
+    _validate(num_train, num_eval, image_size, tasks, train_questions)
     paths = _paths(out_dir)
     paths.images.mkdir(parents=True, exist_ok=True)
     meta_path = paths.root / "synth_meta.json"
@@ -380,9 +431,10 @@ def generate_synthetic_vqa(
     splits = {"train": (num_train, paths.train, 0), "eval": (num_eval, paths.eval, 1)}
     for split, (n, json_path, stream) in splits.items():
         rng = np.random.default_rng([int(seed), stream])
-        records = _generate_split(split, n, rng, paths.root, image_size, tasks)
+        all_questions = split == "train" and train_questions == "all"
+        records = _generate_split(split, n, rng, paths.root, image_size, tasks, all_questions)
         _write_text_atomic(json_path, json.dumps(records, indent=1) + "\n")
-    meta = _meta(num_train, num_eval, image_size, seed, tasks)
+    meta = _meta(num_train, num_eval, image_size, seed, tasks, train_questions)
     _write_text_atomic(meta_path, json.dumps(meta, indent=2, sort_keys=True) + "\n")
     logger.info(
         "generated synthetic VQA in %s: %d train + %d eval images (%dpx, tasks=%s) in %.1fs",
@@ -403,6 +455,7 @@ def ensure_synthetic_vqa(
     image_size: int = 64,
     seed: int = 0,
     tasks: Sequence[str] = TASKS,
+    train_questions: str = "one",
 ) -> SynthPaths:
     """Return the dataset in ``out_dir``, generating it only if it is missing or was made with other arguments.
 
@@ -410,10 +463,10 @@ def ensure_synthetic_vqa(
     arguments equal the requested ones; otherwise :func:`generate_synthetic_vqa` is called.
     """
     tasks = tuple(dict.fromkeys(tasks)) if not isinstance(tasks, str) else tasks  # dedupe, keep order
-    _validate(num_train, num_eval, image_size, tasks)
+    _validate(num_train, num_eval, image_size, tasks, train_questions)
     paths = _paths(out_dir)
     meta_path = paths.root / "synth_meta.json"
-    wanted = _meta(num_train, num_eval, image_size, seed, tasks)
+    wanted = _meta(num_train, num_eval, image_size, seed, tasks, train_questions)
     if paths.train.is_file() and paths.eval.is_file() and meta_path.is_file():
         try:
             stored = json.loads(meta_path.read_text(encoding="utf-8"))
@@ -423,4 +476,5 @@ def ensure_synthetic_vqa(
             logger.info("reusing synthetic VQA dataset in %s", paths.root)
             return paths
         logger.info("synthetic VQA in %s was generated with other arguments; regenerating", paths.root)
-    return generate_synthetic_vqa(out_dir, num_train, num_eval, image_size=image_size, seed=seed, tasks=tasks)
+    return generate_synthetic_vqa(out_dir, num_train, num_eval, image_size=image_size, seed=seed, tasks=tasks,
+                                  train_questions=train_questions)

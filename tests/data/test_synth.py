@@ -92,6 +92,29 @@ def _classify_shape(mask: np.ndarray) -> str:
     return "triangle" if widest > 0.75 else "diamond"
 
 
+def _assert_answer(arr: np.ndarray, task: str, answer: str, rid: str) -> None:
+    """``answer`` is what the image ``arr`` shows for a ``task`` question."""
+    _, mask = _split(arr)
+    fg_colors = {tuple(int(c) for c in px) for px in np.unique(arr[mask], axis=0)}
+    if task == "color":
+        assert fg_colors == {COLORS[answer]}, rid
+        assert mask.sum() >= 40
+    elif task == "shape":
+        assert len(fg_colors) == 1 and _components(mask) == 1, rid
+        assert _classify_shape(mask) == answer, rid
+    elif task == "position":
+        assert _components(mask) == 1, rid
+        half = arr.shape[0] // 2
+        ys, xs = np.nonzero(mask)
+        vertical, horizontal = answer.split()
+        assert (ys < half).all() if vertical == "top" else (ys >= half).all(), rid
+        assert (xs < half).all() if horizontal == "left" else (xs >= half).all(), rid
+    elif task == "count":
+        assert _components(mask) == int(answer), rid
+    else:
+        raise AssertionError(f"unknown task {task!r}")
+
+
 def _hashes(paths: SynthPaths, records: list[dict]) -> set[str]:
     return {hashlib.sha256((paths.root / r["image"]).read_bytes()).hexdigest() for r in records}
 
@@ -190,27 +213,45 @@ def test_images_match_answers(dataset: SynthPaths) -> None:
         assert max(bg) - min(bg) <= 12, "background is a near-neutral grey"
         fg_colors = {tuple(int(c) for c in px) for px in np.unique(arr[mask], axis=0)}
         assert fg_colors and fg_colors <= set(PALETTE), "shapes use exact palette colours (no anti-aliasing)"
-        task, answer = rec["task"], _answer(rec)
-        seen[task] += 1
-        if task == "color":
-            assert fg_colors == {COLORS[answer]}
-            assert mask.sum() >= 40
-        elif task == "shape":
-            assert len(fg_colors) == 1 and _components(mask) == 1
-            assert _classify_shape(mask) == answer, rec["id"]
-        elif task == "position":
-            assert _components(mask) == 1
-            half = arr.shape[0] // 2
-            ys, xs = np.nonzero(mask)
-            vertical, horizontal = answer.split()
-            assert (ys < half).all() if vertical == "top" else (ys >= half).all()
-            assert (xs < half).all() if horizontal == "left" else (xs >= half).all()
-        elif task == "count":
-            assert _components(mask) == int(answer), rec["id"]
+        seen[rec["task"]] += 1
+        _assert_answer(arr, rec["task"], _answer(rec), rec["id"])
     assert set(seen) == set(TASKS)
     assert len(backgrounds) > 20, "backgrounds vary"
     light = sum(1 for bg in backgrounds if min(bg) > 128)
     assert 0 < light < len(backgrounds), "both light and dark backgrounds occur"
+
+
+def test_train_questions_all(tmp_path: Path, dataset: SynthPaths) -> None:
+    """Single-shape training scenes are asked every question they answer; eval keeps one question per image."""
+    paths = generate_synthetic_vqa(tmp_path, num_train=1200, num_eval=160, seed=3, train_questions="all")
+    assert paths.eval.read_bytes() == dataset.eval.read_bytes(), "eval split unchanged"
+    task_of = {q: t for t, qs in QUESTIONS.items() for q in qs}
+    records = _load(paths.train)
+    # The first turn is the balanced one, exactly as with one question per image.
+    for task in TASKS:
+        answers = Counter(_answer(r) for r in records if r["task"] == task)
+        assert set(answers) == set(ANSWERS[task]) and max(answers.values()) - min(answers.values()) <= 1
+    turns: Counter[int] = Counter()
+    asked: Counter[str] = Counter()
+    for rec in records:
+        conv = rec["conversations"]
+        assert [m["from"] for m in conv] == ["human", "gpt"] * (len(conv) // 2)
+        assert conv[0]["value"].startswith("<image>\n")
+        assert all("<image>" not in m["value"] for m in conv[1:]), "one image placeholder per record"
+        tasks = [task_of[conv[0]["value"].removeprefix("<image>\n")]] + [task_of[m["value"]] for m in conv[2::2]]
+        assert tasks[0] == rec["task"] and len(set(tasks)) == len(tasks)
+        if rec["task"] == "count":
+            assert tasks == ["count"]
+        else:
+            assert {"color", "shape"} <= set(tasks) and "count" not in tasks
+        turns[len(tasks)] += 1
+        asked.update(tasks)
+        arr = _image(paths, rec)
+        for task, reply in zip(tasks, conv[1::2], strict=True):
+            _assert_answer(arr, task, reply["value"], rec["id"])
+    assert set(turns) == {1, 2, 3}, "position is asked only when the shape lies inside one quadrant"
+    assert asked["shape"] == asked["color"] == 900 and asked["count"] == 300
+    assert 300 < asked["position"] < 600
 
 
 def test_task_subset_and_image_size(tmp_path: Path) -> None:
@@ -240,6 +281,8 @@ def test_invalid_arguments(tmp_path: Path) -> None:
         generate_synthetic_vqa(tmp_path, -1, 2)
     with pytest.raises(TypeError):
         generate_synthetic_vqa(tmp_path, 2, 2, tasks="color")
+    with pytest.raises(ValueError, match="train_questions"):
+        generate_synthetic_vqa(tmp_path, 2, 2, train_questions="some")
 
 
 def test_ensure_is_idempotent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -271,15 +314,21 @@ def test_ensure_is_idempotent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     ensure_synthetic_vqa(out, num_train=11, num_eval=4, seed=3)
     assert len(calls) == 3 and len(_load(first.train)) == 11
 
+    ensure_synthetic_vqa(out, num_train=11, num_eval=4, seed=3, train_questions="all")
+    assert len(calls) == 4, "other train_questions: regenerated"
+    assert json.loads((out / "synth_meta.json").read_text())["train_questions"] == "all"
+    ensure_synthetic_vqa(out, num_train=11, num_eval=4, seed=3)
+    assert len(calls) == 5 and "train_questions" not in json.loads((out / "synth_meta.json").read_text())
+
     first.eval.unlink()
     ensure_synthetic_vqa(out, num_train=11, num_eval=4, seed=3)
-    assert len(calls) == 4 and first.eval.is_file()
+    assert len(calls) == 6 and first.eval.is_file()
 
     (out / "synth_meta.json").write_text("{not json")
     ensure_synthetic_vqa(out, num_train=11, num_eval=4, seed=3)
-    assert len(calls) == 5
+    assert len(calls) == 7
     ensure_synthetic_vqa(out, num_train=11, num_eval=4, seed=3)
-    assert len(calls) == 5
+    assert len(calls) == 7
 
 
 @pytest.mark.parametrize(
