@@ -32,8 +32,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--tasks", nargs="+", default=["color", "shape", "position", "count"],
                    choices=["color", "shape", "position", "count"])
-    s.add_argument("--train-questions", choices=["one", "all"], default="one",
-                   help="one question per training image, or every question a single-shape scene answers")
+    s.add_argument("--extra-train-questions", nargs="+", default=[], choices=["color", "shape", "position"],
+                   metavar="TASK", help="also ask these questions about every one-shape training image that answers"
+                   " them (color, shape, position)")
     s.set_defaults(func=run_synth)
 
     c = dsub.add_parser("check", help="report every problem in the configured datasets, and their token lengths")
@@ -58,7 +59,7 @@ def run_synth(args: argparse.Namespace) -> int:
 
     paths = generate_synthetic_vqa(args.out, num_train=args.num_train, num_eval=args.num_eval,
                                    image_size=args.image_size, seed=args.seed, tasks=args.tasks,
-                                   train_questions=args.train_questions)
+                                   extra_train_questions=args.extra_train_questions)
     print(f"wrote {paths.train} and {paths.eval} (images in {paths.images})")
     return 0
 

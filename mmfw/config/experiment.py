@@ -85,10 +85,10 @@ class SyntheticDataConfig(StrictModel):
     image_size: int = Field(64, ge=16)
     seed: int = 0
     tasks: tuple[Literal["color", "shape", "position", "count"], ...] = ("color", "shape", "position", "count")
-    train_questions: Literal["one", "all"] = "one"
-    """``one``: one question per training image. ``all``: a single-shape training image is also asked every other
-    question its scene answers (colour, shape, and position when the shape lies inside one quadrant), as a
-    multi-turn conversation after its balanced question; the eval split keeps one question per image."""
+    extra_train_questions: tuple[Literal["color", "shape", "position"], ...] = ()
+    """Tasks also asked about every one-shape training image whose scene answers them (position only when the shape
+    lies inside one quadrant), as further turns after its balanced question; the eval split keeps one question per
+    image. ``[shape]`` gives the tower a shape signal from three quarters of the images instead of one."""
 
 
 class TokenizerBuildConfig(StrictModel):

@@ -93,8 +93,8 @@ COUNTS: tuple[str, ...] = ("1", "2", "3", "4")
 
 TASKS: tuple[str, ...] = ("color", "shape", "position", "count")
 
-#: ``train_questions`` choices: one question per training image, or every question its scene answers.
-TRAIN_QUESTIONS: tuple[str, ...] = ("one", "all")
+#: Tasks that can be asked as extra questions about a one-shape training image (``extra_train_questions``).
+EXTRA_QUESTION_TASKS: tuple[str, ...] = ("color", "shape", "position")
 
 #: Question paraphrases per task. None of them depends on the answer.
 QUESTIONS: dict[str, tuple[str, ...]] = {
@@ -324,7 +324,7 @@ def _generate_split(
     root: Path,
     image_size: int,
     tasks: Sequence[str],
-    all_questions: bool = False,
+    extra_questions: Sequence[str] = (),
 ) -> list[dict[str, Any]]:
     task_list = _balanced(rng, list(tasks), n)
     answers: dict[str, list[str]] = {
@@ -341,10 +341,9 @@ def _generate_split(
         rel = f"images/{split}_{i:06d}.png"
         render_scene(shapes, background, image_size).save(root / rel, format="PNG", compress_level=_PNG_COMPRESS_LEVEL)
         turns = [(question, answer)]
-        if all_questions and task != "count":
-            # The other questions this single-shape scene answers, in random order after the balanced one (a
-            # count question on a one-shape scene would only ever answer "1", so it is not added).
-            others = [(t, a) for t, a in _scene_answers(shapes, image_size, tasks).items() if t not in (task, "count")]
+        if extra_questions and task != "count":
+            # The extra questions this single-shape scene answers, in random order after the balanced one.
+            others = [(t, a) for t, a in _scene_answers(shapes, image_size, extra_questions).items() if t != task]
             for j in rng.permutation(len(others)):
                 t, a = others[int(j)]
                 turns.append((QUESTIONS[t][int(rng.integers(len(QUESTIONS[t])))], a))
@@ -363,7 +362,7 @@ def _write_text_atomic(path: Path, text: str) -> None:
 
 
 def _meta(
-    num_train: int, num_eval: int, image_size: int, seed: int, tasks: Sequence[str], train_questions: str
+    num_train: int, num_eval: int, image_size: int, seed: int, tasks: Sequence[str], extra: Sequence[str]
 ) -> dict[str, Any]:
     meta = {
         "generator_version": GENERATOR_VERSION,
@@ -373,14 +372,22 @@ def _meta(
         "seed": int(seed),
         "tasks": list(tasks),
     }
-    if train_questions != "one":  # datasets generated before the option existed stay valid
-        meta["train_questions"] = train_questions
+    if extra:  # datasets generated before the option existed stay valid
+        meta["extra_train_questions"] = list(extra)
     return meta
 
 
-def _validate(num_train: int, num_eval: int, image_size: int, tasks: Sequence[str], train_questions: str) -> None:
-    if train_questions not in TRAIN_QUESTIONS:
-        raise ValueError(f"train_questions must be one of {TRAIN_QUESTIONS}, got {train_questions!r}")
+def _dedupe(names: Sequence[str]) -> tuple[str, ...] | str:
+    """``names`` without repeats, in order (a bare string is passed through for :func:`_validate` to reject)."""
+    return names if isinstance(names, str) else tuple(dict.fromkeys(names))
+
+
+def _validate(num_train: int, num_eval: int, image_size: int, tasks: Sequence[str], extra: Sequence[str]) -> None:
+    if isinstance(extra, str):
+        raise TypeError("extra_train_questions must be a sequence of task names, not a string")
+    bad = [t for t in extra if t not in EXTRA_QUESTION_TASKS]
+    if bad:
+        raise ValueError(f"extra_train_questions {bad}: expected a subset of {EXTRA_QUESTION_TASKS}")
     if num_train < 0 or num_eval < 0:
         raise ValueError("num_train and num_eval must be non-negative")
     if image_size < _MIN_IMAGE_SIZE:
@@ -401,7 +408,7 @@ def generate_synthetic_vqa(
     image_size: int = 64,
     seed: int = 0,
     tasks: Sequence[str] = TASKS,
-    train_questions: str = "one",
+    extra_train_questions: Sequence[str] = (),
 ) -> SynthPaths:
     """Generate the synthetic VQA dataset into ``out_dir`` (always regenerates; see :func:`ensure_synthetic_vqa`).
 
@@ -412,12 +419,16 @@ def generate_synthetic_vqa(
         image_size: Side length of the square RGB images, at least 32.
         seed: Random seed; the same arguments give byte-identical JSON and PNG files.
         tasks: Question families to include, a subset of :data:`TASKS`. The split is balanced over them.
+        extra_train_questions: Tasks (of :data:`EXTRA_QUESTION_TASKS` and ``tasks``) also asked about every
+            one-shape training image whose scene answers them, as further turns after its balanced question, in
+            random order; position only when the shape lies inside one quadrant. The eval split keeps one question.
 
     Returns:
         The dataset's :class:`SynthPaths`.
     """
     tasks = tuple(dict.fromkeys(tasks)) if not isinstance(tasks, str) else tasks  # dedupe, keep order
-    _validate(num_train, num_eval, image_size, tasks, train_questions)
+    extra = _dedupe(extra_train_questions)
+    _validate(num_train, num_eval, image_size, tasks, extra)
     paths = _paths(out_dir)
     paths.images.mkdir(parents=True, exist_ok=True)
     meta_path = paths.root / "synth_meta.json"
@@ -431,10 +442,10 @@ def generate_synthetic_vqa(
     splits = {"train": (num_train, paths.train, 0), "eval": (num_eval, paths.eval, 1)}
     for split, (n, json_path, stream) in splits.items():
         rng = np.random.default_rng([int(seed), stream])
-        all_questions = split == "train" and train_questions == "all"
-        records = _generate_split(split, n, rng, paths.root, image_size, tasks, all_questions)
+        asked = [t for t in extra if t in tasks] if split == "train" else []
+        records = _generate_split(split, n, rng, paths.root, image_size, tasks, asked)
         _write_text_atomic(json_path, json.dumps(records, indent=1) + "\n")
-    meta = _meta(num_train, num_eval, image_size, seed, tasks, train_questions)
+    meta = _meta(num_train, num_eval, image_size, seed, tasks, extra)
     _write_text_atomic(meta_path, json.dumps(meta, indent=2, sort_keys=True) + "\n")
     logger.info(
         "generated synthetic VQA in %s: %d train + %d eval images (%dpx, tasks=%s) in %.1fs",
@@ -455,7 +466,7 @@ def ensure_synthetic_vqa(
     image_size: int = 64,
     seed: int = 0,
     tasks: Sequence[str] = TASKS,
-    train_questions: str = "one",
+    extra_train_questions: Sequence[str] = (),
 ) -> SynthPaths:
     """Return the dataset in ``out_dir``, generating it only if it is missing or was made with other arguments.
 
@@ -463,10 +474,11 @@ def ensure_synthetic_vqa(
     arguments equal the requested ones; otherwise :func:`generate_synthetic_vqa` is called.
     """
     tasks = tuple(dict.fromkeys(tasks)) if not isinstance(tasks, str) else tasks  # dedupe, keep order
-    _validate(num_train, num_eval, image_size, tasks, train_questions)
+    extra = _dedupe(extra_train_questions)
+    _validate(num_train, num_eval, image_size, tasks, extra)
     paths = _paths(out_dir)
     meta_path = paths.root / "synth_meta.json"
-    wanted = _meta(num_train, num_eval, image_size, seed, tasks, train_questions)
+    wanted = _meta(num_train, num_eval, image_size, seed, tasks, extra)
     if paths.train.is_file() and paths.eval.is_file() and meta_path.is_file():
         try:
             stored = json.loads(meta_path.read_text(encoding="utf-8"))
@@ -477,4 +489,4 @@ def ensure_synthetic_vqa(
             return paths
         logger.info("synthetic VQA in %s was generated with other arguments; regenerating", paths.root)
     return generate_synthetic_vqa(out_dir, num_train, num_eval, image_size=image_size, seed=seed, tasks=tasks,
-                                  train_questions=train_questions)
+                                  extra_train_questions=extra)

@@ -221,9 +221,13 @@ def test_images_match_answers(dataset: SynthPaths) -> None:
     assert 0 < light < len(backgrounds), "both light and dark backgrounds occur"
 
 
-def test_train_questions_all(tmp_path: Path, dataset: SynthPaths) -> None:
-    """Single-shape training scenes are asked every question they answer; eval keeps one question per image."""
-    paths = generate_synthetic_vqa(tmp_path, num_train=1200, num_eval=160, seed=3, train_questions="all")
+@pytest.mark.parametrize(
+    ("extra", "turn_counts"),
+    [(("color", "shape", "position"), {1, 2, 3}), (("shape",), {1, 2})],
+)
+def test_extra_train_questions(tmp_path: Path, dataset: SynthPaths, extra: tuple[str, ...], turn_counts: set) -> None:
+    """One-shape training scenes are also asked the extra questions they answer; eval keeps one question per image."""
+    paths = generate_synthetic_vqa(tmp_path, num_train=1200, num_eval=160, seed=3, extra_train_questions=extra)
     assert paths.eval.read_bytes() == dataset.eval.read_bytes(), "eval split unchanged"
     task_of = {q: t for t, qs in QUESTIONS.items() for q in qs}
     records = _load(paths.train)
@@ -240,18 +244,29 @@ def test_train_questions_all(tmp_path: Path, dataset: SynthPaths) -> None:
         assert all("<image>" not in m["value"] for m in conv[1:]), "one image placeholder per record"
         tasks = [task_of[conv[0]["value"].removeprefix("<image>\n")]] + [task_of[m["value"]] for m in conv[2::2]]
         assert tasks[0] == rec["task"] and len(set(tasks)) == len(tasks)
+        assert set(tasks[1:]) <= set(extra)
         if rec["task"] == "count":
             assert tasks == ["count"]
         else:
-            assert {"color", "shape"} <= set(tasks) and "count" not in tasks
+            assert {"color", "shape"} & set(extra) <= set(tasks), "colour and shape are always answerable"
         turns[len(tasks)] += 1
         asked.update(tasks)
         arr = _image(paths, rec)
         for task, reply in zip(tasks, conv[1::2], strict=True):
             _assert_answer(arr, task, reply["value"], rec["id"])
-    assert set(turns) == {1, 2, 3}, "position is asked only when the shape lies inside one quadrant"
-    assert asked["shape"] == asked["color"] == 900 and asked["count"] == 300
-    assert 300 < asked["position"] < 600
+    assert set(turns) == turn_counts
+    assert asked["shape"] == 900 and asked["count"] == 300
+    if "position" in extra:
+        assert asked["color"] == 900
+        assert 300 < asked["position"] < 600, "position only when the shape lies inside one quadrant"
+    else:
+        assert asked["color"] == asked["position"] == 300
+
+
+def test_extra_train_questions_follow_tasks(tmp_path: Path) -> None:
+    paths = generate_synthetic_vqa(tmp_path, num_train=40, num_eval=4, tasks=("color", "count"),
+                                   extra_train_questions=("shape",))
+    assert all(len(r["conversations"]) == 2 for r in _load(paths.train)), "shape is not among the tasks"
 
 
 def test_task_subset_and_image_size(tmp_path: Path) -> None:
@@ -281,8 +296,10 @@ def test_invalid_arguments(tmp_path: Path) -> None:
         generate_synthetic_vqa(tmp_path, -1, 2)
     with pytest.raises(TypeError):
         generate_synthetic_vqa(tmp_path, 2, 2, tasks="color")
-    with pytest.raises(ValueError, match="train_questions"):
-        generate_synthetic_vqa(tmp_path, 2, 2, train_questions="some")
+    with pytest.raises(ValueError, match="extra_train_questions"):
+        generate_synthetic_vqa(tmp_path, 2, 2, extra_train_questions=("count",))
+    with pytest.raises(TypeError, match="extra_train_questions"):
+        generate_synthetic_vqa(tmp_path, 2, 2, extra_train_questions="shape")
 
 
 def test_ensure_is_idempotent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -314,11 +331,11 @@ def test_ensure_is_idempotent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     ensure_synthetic_vqa(out, num_train=11, num_eval=4, seed=3)
     assert len(calls) == 3 and len(_load(first.train)) == 11
 
-    ensure_synthetic_vqa(out, num_train=11, num_eval=4, seed=3, train_questions="all")
-    assert len(calls) == 4, "other train_questions: regenerated"
-    assert json.loads((out / "synth_meta.json").read_text())["train_questions"] == "all"
+    ensure_synthetic_vqa(out, num_train=11, num_eval=4, seed=3, extra_train_questions=["shape"])
+    assert len(calls) == 4, "other extra_train_questions: regenerated"
+    assert json.loads((out / "synth_meta.json").read_text())["extra_train_questions"] == ["shape"]
     ensure_synthetic_vqa(out, num_train=11, num_eval=4, seed=3)
-    assert len(calls) == 5 and "train_questions" not in json.loads((out / "synth_meta.json").read_text())
+    assert len(calls) == 5 and "extra_train_questions" not in json.loads((out / "synth_meta.json").read_text())
 
     first.eval.unlink()
     ensure_synthetic_vqa(out, num_train=11, num_eval=4, seed=3)
