@@ -285,22 +285,22 @@ def _make_scene(rng: np.random.Generator, task: str, answer: str, image_size: in
     raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
 
 
+def _side(lo: int, hi: int, image_size: int, near: str, far: str) -> str | None:
+    """``near`` / ``far`` when ``[lo, hi)`` lies in the first / second half of an axis, ``_GAP`` pixels clear of the
+    mid line, else ``None``."""
+    half = image_size // 2
+    if hi <= half - _GAP:
+        return near
+    if lo >= image_size - half + _GAP:
+        return far
+    return None
+
+
 def _quadrant_of(s: ShapeSpec, image_size: int) -> str | None:
     """The quadrant ``s`` lies entirely inside, at least ``_GAP`` pixels from the mid lines, else ``None``."""
-    half = image_size // 2
-    if s.x1 <= half - _GAP:
-        horizontal = "left"
-    elif s.x0 >= image_size - half + _GAP:
-        horizontal = "right"
-    else:
-        return None
-    if s.y1 <= half - _GAP:
-        vertical = "top"
-    elif s.y0 >= image_size - half + _GAP:
-        vertical = "bottom"
-    else:
-        return None
-    return f"{vertical} {horizontal}"
+    horizontal = _side(s.x0, s.x1, image_size, "left", "right")
+    vertical = _side(s.y0, s.y1, image_size, "top", "bottom")
+    return f"{vertical} {horizontal}" if horizontal and vertical else None
 
 
 def _scene_answers(shapes: Sequence[ShapeSpec], image_size: int, tasks: Sequence[str]) -> dict[str, str]:
