@@ -303,17 +303,13 @@ def _quadrant_of(s: ShapeSpec, image_size: int) -> str | None:
     return f"{vertical} {horizontal}" if horizontal and vertical else None
 
 
-def _scene_answers(shapes: Sequence[ShapeSpec], image_size: int, tasks: Sequence[str]) -> dict[str, str]:
-    """Every question of ``tasks`` that the scene answers unambiguously: colour, shape and (when the shape lies
-    inside one quadrant) position of a single shape; the count of any scene."""
-    out: dict[str, str] = {}
-    if len(shapes) == 1:
-        (s,) = shapes
-        out = {"color": s.color, "shape": s.shape}
-        quadrant = _quadrant_of(s, image_size)
-        if quadrant is not None:
-            out["position"] = quadrant
-    out["count"] = str(len(shapes))
+def _scene_answers(s: ShapeSpec, image_size: int, tasks: Sequence[str]) -> dict[str, str]:
+    """The questions of ``tasks`` that a one-shape scene answers unambiguously: colour, shape and, when the shape lies
+    inside one quadrant, position."""
+    out = {"color": s.color, "shape": s.shape}
+    quadrant = _quadrant_of(s, image_size)
+    if quadrant is not None:
+        out["position"] = quadrant
     return {t: out[t] for t in tasks if t in out}
 
 
@@ -343,7 +339,8 @@ def _generate_split(
         turns = [(question, answer)]
         if extra_questions and task != "count":
             # The extra questions this single-shape scene answers, in random order after the balanced one.
-            others = [(t, a) for t, a in _scene_answers(shapes, image_size, extra_questions).items() if t != task]
+            (shape,) = shapes
+            others = [(t, a) for t, a in _scene_answers(shape, image_size, extra_questions).items() if t != task]
             for j in rng.permutation(len(others)):
                 t, a = others[int(j)]
                 turns.append((QUESTIONS[t][int(rng.integers(len(QUESTIONS[t])))], a))
@@ -426,8 +423,7 @@ def generate_synthetic_vqa(
     Returns:
         The dataset's :class:`SynthPaths`.
     """
-    tasks = tuple(dict.fromkeys(tasks)) if not isinstance(tasks, str) else tasks  # dedupe, keep order
-    extra = _dedupe(extra_train_questions)
+    tasks, extra = _dedupe(tasks), _dedupe(extra_train_questions)
     _validate(num_train, num_eval, image_size, tasks, extra)
     paths = _paths(out_dir)
     paths.images.mkdir(parents=True, exist_ok=True)
@@ -473,8 +469,7 @@ def ensure_synthetic_vqa(
     The dataset is reused when ``train.json``, ``eval.json`` and ``synth_meta.json`` exist and the stored
     arguments equal the requested ones; otherwise :func:`generate_synthetic_vqa` is called.
     """
-    tasks = tuple(dict.fromkeys(tasks)) if not isinstance(tasks, str) else tasks  # dedupe, keep order
-    extra = _dedupe(extra_train_questions)
+    tasks, extra = _dedupe(tasks), _dedupe(extra_train_questions)
     _validate(num_train, num_eval, image_size, tasks, extra)
     paths = _paths(out_dir)
     meta_path = paths.root / "synth_meta.json"
