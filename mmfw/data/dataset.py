@@ -7,7 +7,8 @@ sample's images (``image_root`` of the spec, or the JSON file's directory) as RG
 runs ``strategy.preprocess``, encodes the conversation with :func:`~mmfw.data.tokenize.encode_conversation`
 (expanding each ``<image>`` to ``strategy.num_tokens(image.size)`` tokens, the single source of truth for how many
 feature rows the image becomes) and fits it into ``max_length`` with the truncation policy
-(:mod:`mmfw.data.truncation`), never cutting inside an image.
+(:mod:`mmfw.data.truncation`), never cutting inside an image. A conversation repeated verbatim (templated or
+synthetic data) is tokenized once per dataset and loading process (:class:`EncodingCache`).
 
 **Bad data** (``on_error``). With ``"raise"`` the first bad record stops everything with a
 :class:`~mmfw.data.errors.RecordError` naming the file, line, record id and reason. With ``"skip"`` (the default), a
@@ -24,7 +25,9 @@ the images whose tokens survived truncation.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from array import array
+from collections import OrderedDict
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -55,7 +58,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["LlavaDataset", "build_dataset"]
+__all__ = ["EncodingCache", "LlavaDataset", "build_dataset"]
 
 OnError = Literal["raise", "skip"]
 
@@ -70,6 +73,44 @@ class _Entry:
 def record_location(path: Path, position: int) -> str:
     """``file:line`` for JSONL (``position`` is the 1-based line), ``file[index]`` for a JSON list."""
     return f"{path}:{position}" if path.suffix.lower() == ".jsonl" else f"{path}[{position}]"
+
+
+class EncodingCache:
+    """Least-recently-used :class:`EncodedSample` s by conversation content, bounded by their total token count.
+
+    Templated and synthetic data repeat whole conversations (the same question and answer about another image), and
+    rendering a chat template and tokenizing costs milliseconds per turn, in the data-loading worker, on every epoch.
+    Entries are stored as int32 arrays (8 bytes per token for ids and labels), and every ``get`` returns a fresh
+    sample, so callers may modify what they get.
+    """
+
+    def __init__(self, max_tokens: int = 2_000_000) -> None:
+        self.max_tokens = max_tokens
+        self.tokens = 0
+        self.hits = 0
+        self._entries: OrderedDict[Hashable, tuple[array, array, list[tuple[int, int]], list[int]]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: Hashable) -> EncodedSample | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        self._entries.move_to_end(key)
+        self.hits += 1
+        ids, labels, spans, turn_ends = entry
+        return EncodedSample(ids.tolist(), labels.tolist(), image_spans=list(spans), turn_ends=list(turn_ends))
+
+    def put(self, key: Hashable, enc: EncodedSample) -> None:
+        if key in self._entries or len(enc) > self.max_tokens:
+            return
+        self._entries[key] = (array("i", enc.input_ids), array("i", enc.labels), list(enc.image_spans),
+                              list(enc.turn_ends))
+        self.tokens += len(enc)
+        while self.tokens > self.max_tokens:
+            _, (ids, *_rest) = self._entries.popitem(last=False)
+            self.tokens -= len(ids)
 
 
 class LlavaDataset(Dataset):
@@ -106,6 +147,7 @@ class LlavaDataset(Dataset):
         self.name = name
         self.skipped: list[SkippedSample] = []
         self._entries: list[_Entry] = []
+        self._encodings = EncodingCache()
         for k, spec in enumerate(specs):
             self._load_spec(spec, f"{name}[{k}]")
         total = len(self._entries) + len(self.skipped)
@@ -201,17 +243,27 @@ class LlavaDataset(Dataset):
         return [int(self.strategy.num_tokens(img.size)) for img in images]
 
     def encode_full(self, i: int, images: Sequence[ImageInput]) -> EncodedSample:
-        """Tokenize sample ``i`` given its preprocessed images, without truncation."""
+        """Tokenize sample ``i`` given its preprocessed images, without truncation.
+
+        A conversation that this dataset has tokenized before (the same messages and image token counts, as in
+        templated or synthetic data) comes from the :class:`EncodingCache`; the result is the same.
+        """
         conv = self.conversation(i)
+        counts = self._counts(images)
+        key = (tuple((m["role"], m["content"]) for m in conv.messages), tuple(counts))
+        cached = self._encodings.get(key)
+        if cached is not None:
+            return cached
         try:
-            return encode_conversation(conv.messages, self.tokenizer, image_token=self.image_token,
-                                       image_token_counts=self._counts(images), system_prompt=self.system_prompt,
-                                       sample_id=conv.id)
+            enc = encode_conversation(conv.messages, self.tokenizer, image_token=self.image_token,
+                                      image_token_counts=counts, system_prompt=self.system_prompt, sample_id=conv.id)
         except TemplateMismatchError as e:
             raise RecordError("template-mismatch", str(e)) from None
         except ImageTokenCountError as e:
             raise RecordError("image-token-mismatch", f"{e}; does the chat template drop or repeat the "
                                                       f"{self.image_token!r} placeholder?") from None
+        self._encodings.put(key, enc)
+        return enc
 
     def encode(self, i: int, images: Sequence[ImageInput]) -> EncodedSample:
         """Tokenize sample ``i`` and apply the truncation policy. Raises :class:`RecordError` when it cannot be

@@ -106,7 +106,11 @@ class HFCausalLMConfig(LLMConfig):
 
 
 class LanguageModel(nn.Module):
-    """Base of LLM components: wraps a causal LM that accepts ``inputs_embeds``."""
+    """Base of LLM components: wraps a causal LM that accepts ``inputs_embeds``.
+
+    ``forward`` takes transformers' causal-LM keywords; training passes ``logits_to_keep`` as a 1-D tensor of
+    sequence positions (the logits of only those positions are computed, see :mod:`mmfw.training.loss`).
+    """
 
     registry_name: str
     config_class: type[LLMConfig]

@@ -4,6 +4,12 @@ Each micro-batch contributes ``sum of token losses / supervised tokens of the wh
 micro-batches of the gradient-accumulation window, all processes), which makes the gradient of one step independent
 of how its samples are split into micro-batches, processes or packed rows (the mean-of-means of per-batch losses is
 not).
+
+Only the logits that have a target are computed: :func:`logit_positions` lists the sequence positions whose next
+token is supervised in at least one row of the batch, the LLM projects only those hidden states onto the vocabulary
+(transformers' ``logits_to_keep``), and :func:`token_loss_sum` scores them. In a VLM batch most positions are image
+or prompt tokens, so this skips most of the output projection and the softmax over the vocabulary; the loss and its
+gradient are the same as over all positions.
 """
 
 from __future__ import annotations
@@ -24,8 +30,21 @@ def supervised_tokens(labels: torch.Tensor) -> int:
     return int((shifted_targets(labels) != IGNORE_INDEX).sum())
 
 
-def token_loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Sum of the next-token cross-entropies (float32) over every supervised position of the batch."""
+def logit_positions(labels: torch.Tensor) -> torch.Tensor:
+    """Sequence positions (ascending, 1-D) whose logits predict a supervised token in at least one row."""
+    return (shifted_targets(labels) != IGNORE_INDEX).any(0).nonzero().squeeze(1)
+
+
+def token_loss_sum(logits: torch.Tensor, labels: torch.Tensor, positions: torch.Tensor | None = None) -> torch.Tensor:
+    """Sum of the next-token cross-entropies (float32) over every supervised position of the batch.
+
+    ``logits`` are ``(B, S, V)`` for every position, or ``(B, len(positions), V)`` for the ``positions`` of
+    :func:`logit_positions` only (the rest of the sequence carries no target).
+    """
     targets = shifted_targets(labels)
-    return F.cross_entropy(logits[:, :-1].float().reshape(-1, logits.shape[-1]), targets.reshape(-1),
+    if positions is None:
+        logits = logits[:, :-1]
+    else:
+        targets = targets[:, positions]
+    return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1),
                            ignore_index=IGNORE_INDEX, reduction="sum")

@@ -63,7 +63,7 @@ from mmfw.training.errors import NonFiniteLossError, RunExistsError
 from mmfw.training.evaluate import evaluate_accuracy, evaluate_loss
 from mmfw.training.feature_cache import EncoderFeatureCache
 from mmfw.training.lora import load_adapter_weights, load_adapters, load_plain_state_dict
-from mmfw.training.loss import IGNORE_INDEX, supervised_tokens, token_loss_sum
+from mmfw.training.loss import IGNORE_INDEX, logit_positions, supervised_tokens, token_loss_sum
 from mmfw.training.optim import build_optimizer, build_scheduler
 from mmfw.training.packing import PackedCollator, real_tokens
 from mmfw.training.policy import apply_policy, stage_policy_counts
@@ -428,8 +428,9 @@ class Trainer:
                 loss_sum = torch.zeros((), device=acc.device)
                 for inputs, labels in prepared:
                     with acc.accumulate(self.model):
-                        logits = self.model(**inputs, use_cache=False).logits
-                        ce = token_loss_sum(logits, labels)
+                        positions = logit_positions(labels)
+                        logits = self.model(**inputs, use_cache=False, logits_to_keep=positions).logits
+                        ce = token_loss_sum(logits, labels, positions)
                         acc.backward(ce * scale)
                         loss_sum += ce.detach()
                 grad_norm = None

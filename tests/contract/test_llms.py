@@ -14,6 +14,7 @@ import torch
 from contract_utils import example_config, missing_grads
 
 from mmfw.components import Registries
+from mmfw.training.loss import IGNORE_INDEX, logit_positions, token_loss_sum
 
 CONVERSATION = [
     {"role": "system", "content": "You answer briefly."},
@@ -59,6 +60,31 @@ def test_forward_backward_from_embeddings(llm_parts) -> None:
     assert torch.isfinite(out.loss)
     out.loss.backward()
     assert missing_grads(llm.named_parameters()) == []
+
+
+def test_loss_over_kept_logits_equals_the_full_loss(llm_parts) -> None:
+    """Training computes only the logits of supervised positions (``logits_to_keep``): same loss, same gradients."""
+    _, tok, llm = llm_parts
+    ids, mask = batch(tok, ["a red square on the left", "two circles", "a blue one"])
+    labels = ids.masked_fill(mask == 0, IGNORE_INDEX)
+    labels[:, :3] = IGNORE_INDEX  # an unsupervised prompt
+    labels[1, 3:] = IGNORE_INDEX  # a row without targets
+    positions = logit_positions(labels)
+    assert 0 < len(positions) < ids.shape[1] - 1
+    losses, grads = [], []
+    for keep in (None, positions):
+        llm.zero_grad()
+        kwargs = {} if keep is None else {"logits_to_keep": keep}
+        logits = llm(inputs_embeds=llm.get_input_embeddings()(ids), attention_mask=mask, **kwargs).logits
+        assert logits.shape[1] == (ids.shape[1] if keep is None else len(positions))
+        loss = token_loss_sum(logits, labels, keep)
+        loss.backward()
+        losses.append(loss.detach())
+        grads.append({n: p.grad.clone() for n, p in llm.named_parameters() if p.grad is not None})
+    torch.testing.assert_close(losses[1], losses[0])
+    assert grads[0].keys() == grads[1].keys()
+    for name in grads[0]:
+        torch.testing.assert_close(grads[1][name], grads[0][name], msg=name)
 
 
 def test_generates_from_embeddings(llm_parts) -> None:

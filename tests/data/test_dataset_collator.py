@@ -13,10 +13,10 @@ from torch.utils.data import DataLoader
 from mmfw.config.base import ImageStrategyConfig
 from mmfw.config.experiment import DatasetSpec
 from mmfw.data.collator import VLMCollator
-from mmfw.data.dataset import LlavaDataset
+from mmfw.data.dataset import EncodingCache, LlavaDataset
 from mmfw.data.errors import RecordError
 from mmfw.data.report import SkippedSample
-from mmfw.data.tokenize import IGNORE_INDEX
+from mmfw.data.tokenize import IGNORE_INDEX, EncodedSample
 from mmfw.data.tokenizer_train import train_tokenizer
 from mmfw.encoders.base import VisionSpec
 from mmfw.image_strategies.base import ImageInput, ImageStrategy, VisionGeometry
@@ -301,3 +301,44 @@ def test_dataloader_end_to_end(dataset, tokenizer):
         expected = sum(dataset.strategy.num_tokens(tuple(s)) for s in b["image_sizes"].tolist())
         assert int((b["input_ids"] == tid).sum()) == expected
         assert int(b["num_tiles"].sum()) == (0 if b["pixel_values"] is None else b["pixel_values"].shape[0])
+
+
+def test_repeated_conversations_are_tokenized_once(tokenizer, data_dir, tmp_path, monkeypatch):
+    """The same messages with the same image token counts come from the cache; other counts are encoded anew."""
+    turns = [{"from": "human", "value": "<image>\nWhat color is the shape?"}, {"from": "gpt", "value": "red"}]
+    records = [{"id": f"r{k}", "image": str(data_dir / "images" / img), "conversations": turns}
+               for k, img in enumerate(["b.png", "c.png", "a.png", "b.png"])]  # a.png is landscape: 2 tiles
+    (tmp_path / "rep.json").write_text(json.dumps(records), encoding="utf-8")
+    ds = LlavaDataset([DatasetSpec(path=str(tmp_path / "rep.json"))], tokenizer,
+                      TileStrategy(ImageStrategyConfig(type="tiles"), GEOMETRY, 8), image_token="<image>",
+                      max_length=512)
+    from mmfw.data import dataset as dataset_module
+
+    calls = []
+    encode = dataset_module.encode_conversation
+    monkeypatch.setattr(dataset_module, "encode_conversation", lambda *a, **k: calls.append(k) or encode(*a, **k))
+    items = [ds[i] for i in range(4)]
+    assert [list(c["image_token_counts"]) for c in calls] == [[3], [6]]
+    assert ds._encodings.hits == 2 and len(ds._encodings) == 2
+    for item in items:
+        fresh = encode(ds.conversation(0).messages, tokenizer, image_token="<image>",
+                       image_token_counts=[ds.strategy.num_tokens(item["images"][0].size)])
+        assert item["input_ids"].tolist() == fresh.input_ids and item["labels"].tolist() == fresh.labels
+    assert len(items[2]["input_ids"]) == len(items[0]["input_ids"]) + 3
+
+
+def test_encoding_cache_is_lru_bounded_by_tokens_and_returns_copies():
+    cache = EncodingCache(max_tokens=10)
+    a, b, c = (EncodedSample([t] * 4, [IGNORE_INDEX, t, t, t], image_spans=[(0, 1)], turn_ends=[4]) for t in (1, 2, 3))
+    cache.put("a", a)
+    cache.put("b", b)
+    got = cache.get("a")  # a is now the most recently used
+    assert got == a and got is not a
+    got.input_ids.append(9)
+    got.image_spans.append((5, 6))
+    assert cache.get("a") == a  # what a caller does with its copy does not reach the cache
+    cache.put("c", c)  # 12 tokens > 10: the least recently used entry (b) goes
+    assert cache.get("b") is None and cache.get("a") == a and cache.get("c") == c
+    assert cache.tokens == 8 and len(cache) == 2
+    cache.put("big", EncodedSample([1] * 11, [1] * 11))  # larger than the whole budget: not stored
+    assert cache.get("big") is None and len(cache) == 2

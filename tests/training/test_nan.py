@@ -24,9 +24,9 @@ def nan_at_step_3(monkeypatch):
     calls = {"n": 0}
     original = trainer_module.token_loss_sum
 
-    def loss(logits, labels):  # type: ignore[no-untyped-def]
+    def loss(logits, labels, positions=None):  # type: ignore[no-untyped-def]
         calls["n"] += 1
-        value = original(logits, labels)
+        value = original(logits, labels, positions)
         return value * float("nan") if calls["n"] == 3 else value
 
     monkeypatch.setattr(trainer_module, "token_loss_sum", loss)
