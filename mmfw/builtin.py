@@ -11,6 +11,7 @@ def mmfw_register_components(registries: Registries) -> None:
     from mmfw.connectors.identity import IdentityConnector
     from mmfw.connectors.linear import LinearConnector
     from mmfw.connectors.mlp import MLPConnector
+    from mmfw.connectors.patch_merger import PatchMergerConnector
     from mmfw.connectors.resampler import ResamplerConnector
     from mmfw.encoders.clip import CLIPVisionEncoder
     from mmfw.encoders.eva02 import EVA02VisionEncoder
@@ -26,7 +27,7 @@ def mmfw_register_components(registries: Registries) -> None:
 
     for cls in (CLIPVisionEncoder, SiglipVisionEncoder, EVA02VisionEncoder, OpenCLIPVisionEncoder):
         registries.vision_encoders.register(cls)
-    for cls in (MLPConnector, LinearConnector, IdentityConnector, ResamplerConnector):
+    for cls in (MLPConnector, LinearConnector, IdentityConnector, ResamplerConnector, PatchMergerConnector):
         registries.connectors.register(cls)
     for cls in (LlamaLLM, MistralLLM, Qwen2LLM, Qwen3LLM):
         registries.llms.register(cls)

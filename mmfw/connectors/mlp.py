@@ -30,12 +30,13 @@ class MLPConnectorConfig(ConnectorConfig):
         return cls()
 
 
-_ACTIVATIONS = {
+ACTIVATIONS = {
     "gelu": lambda: nn.GELU(),
     "gelu_tanh": lambda: nn.GELU(approximate="tanh"),
     "relu": lambda: nn.ReLU(),
     "silu": lambda: nn.SiLU(),
 }
+"""Activation modules by config name (shared with the other MLP-style connectors)."""
 
 _HF_ACTIVATIONS = {"gelu": "gelu", "gelu_tanh": "gelu_pytorch_tanh", "relu": "relu", "silu": "silu"}
 """transformers' ``ACT2FN`` names of the activations."""
@@ -47,7 +48,7 @@ class MLPConnector(Connector):
         super().__init__(cfg, in_dim, out_dim)
         layers: list[nn.Module] = [nn.Linear(in_dim, out_dim)]
         for _ in range(cfg.depth - 1):
-            layers += [_ACTIVATIONS[cfg.activation](), nn.Linear(out_dim, out_dim)]
+            layers += [ACTIVATIONS[cfg.activation](), nn.Linear(out_dim, out_dim)]
         self.net = nn.Sequential(*layers)
         if cfg.init_std is not None:
             for m in self.net:
