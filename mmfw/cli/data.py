@@ -35,6 +35,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--extra-train-questions", nargs="+", default=[], choices=["color", "shape", "position"],
                    metavar="TASK", help="also ask these questions about every one-shape training image that answers"
                    " them (color, shape, position)")
+    s.add_argument("--train-task-weights", nargs="+", default=[], type=_task_weight, metavar="TASK=WEIGHT",
+                   help="relative share of each task among the training images, e.g. count=2 (others: 1)")
     s.set_defaults(func=run_synth)
 
     c = dsub.add_parser("check", help="report every problem in the configured datasets, and their token lengths")
@@ -54,12 +56,25 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     w.set_defaults(func=run_show)
 
 
+def _task_weight(text: str) -> tuple[str, float]:
+    task, sep, weight = text.partition("=")
+    try:
+        value = float(weight)
+    except ValueError:
+        value = float("nan")
+    if not sep or task not in ("color", "shape", "position", "count") or not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected TASK=WEIGHT with a task of color, shape, position, "
+                                         "count and a positive weight")
+    return task, value
+
+
 def run_synth(args: argparse.Namespace) -> int:
     from mmfw.data.synth import generate_synthetic_vqa
 
     paths = generate_synthetic_vqa(args.out, num_train=args.num_train, num_eval=args.num_eval,
                                    image_size=args.image_size, seed=args.seed, tasks=args.tasks,
-                                   extra_train_questions=args.extra_train_questions)
+                                   extra_train_questions=args.extra_train_questions,
+                                   train_task_weights=dict(args.train_task_weights))
     print(f"wrote {paths.train} and {paths.eval} (images in {paths.images})")
     return 0
 

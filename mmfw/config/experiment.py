@@ -89,6 +89,16 @@ class SyntheticDataConfig(StrictModel):
     """Tasks also asked about every one-shape training image whose scene answers them (position only when the shape
     lies inside one quadrant), as further turns after its balanced question; the eval split keeps one question per
     image. ``[shape]`` gives the tower a shape signal from three quarters of the images instead of one."""
+    train_task_weights: dict[Literal["color", "shape", "position", "count"], Annotated[float, Field(gt=0)]] = {}
+    """Relative share of each task among the training images (tasks not named: 1); ``{count: 2}`` makes count
+    scenes two in five of four tasks. The eval split stays balanced."""
+
+    @model_validator(mode="after")
+    def _weighted_tasks(self) -> SyntheticDataConfig:
+        unknown = sorted(set(self.train_task_weights) - set(self.tasks))
+        if unknown:
+            raise ValueError(f"train_task_weights names {unknown}, which are not among the tasks {list(self.tasks)}")
+        return self
 
 
 class TokenizerBuildConfig(StrictModel):

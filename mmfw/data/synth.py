@@ -29,8 +29,8 @@ Question families (answers are short lowercase strings, suitable for exact match
 * ``position`` -- one shape lying entirely inside one image quadrant; answer is one of :data:`POSITIONS`.
 * ``count``    -- 1 to 4 non-overlapping shapes of random type/colour; answer is ``"1"`` .. ``"4"``.
 
-Within each split the task mix is balanced across the requested tasks and the answers are balanced within each
-task (every answer occurs ``n // k`` or ``n // k + 1`` times), and the question paraphrase is drawn independently
+Within each split the task mix is balanced across the requested tasks (or, for the training split, follows
+``train_task_weights``) and the answers are balanced within each task (every answer occurs ``n // k`` or ``n // k + 1`` times), and the question paraphrase is drawn independently
 of the answer, so the question text never reveals the answer. Shapes are drawn without anti-aliasing, so every
 shape pixel has exactly its palette colour (handy for tests), and backgrounds are near-neutral greys that never
 coincide with a palette colour. Generation is fully deterministic given the arguments: the same seed produces
@@ -222,6 +222,18 @@ def _balanced(rng: np.random.Generator, values: Sequence[str], n: int) -> list[s
     return [out[i] for i in rng.permutation(n)]
 
 
+def _weighted(rng: np.random.Generator, values: Sequence[str], weights: Sequence[float], n: int) -> list[str]:
+    """``n`` values, value ``i`` occurring ``n * weights[i] / sum(weights)`` times (largest remainders round), shuffled."""
+    total = float(sum(weights))
+    exact = [n * w / total for w in weights]
+    counts = [int(x) for x in exact]
+    by_remainder = sorted(range(len(values)), key=lambda i: (counts[i] - exact[i], i))
+    for i in by_remainder[: n - sum(counts)]:
+        counts[i] += 1
+    out = [v for v, c in zip(values, counts, strict=True) for _ in range(c)]
+    return [out[i] for i in rng.permutation(n)]
+
+
 def _single_shape(
     rng: np.random.Generator, image_size: int, shape: str, color: str, lo: float = 0.25, hi: float = 0.45
 ) -> ShapeSpec:
@@ -321,8 +333,12 @@ def _generate_split(
     image_size: int,
     tasks: Sequence[str],
     extra_questions: Sequence[str] = (),
+    task_weights: dict[str, float] | None = None,
 ) -> list[dict[str, Any]]:
-    task_list = _balanced(rng, list(tasks), n)
+    if task_weights:
+        task_list = _weighted(rng, list(tasks), [task_weights.get(t, 1.0) for t in tasks], n)
+    else:
+        task_list = _balanced(rng, list(tasks), n)
     answers: dict[str, list[str]] = {
         t: _balanced(rng, _ANSWERS[t], sum(1 for x in task_list if x == t)) for t in dict.fromkeys(tasks)
     }
@@ -359,7 +375,8 @@ def _write_text_atomic(path: Path, text: str) -> None:
 
 
 def _meta(
-    num_train: int, num_eval: int, image_size: int, seed: int, tasks: Sequence[str], extra: Sequence[str]
+    num_train: int, num_eval: int, image_size: int, seed: int, tasks: Sequence[str], extra: Sequence[str],
+    weights: dict[str, float],
 ) -> dict[str, Any]:
     meta = {
         "generator_version": GENERATOR_VERSION,
@@ -371,12 +388,26 @@ def _meta(
     }
     if extra:  # datasets generated before the option existed stay valid
         meta["extra_train_questions"] = list(extra)
+    if weights:
+        meta["train_task_weights"] = {t: float(w) for t, w in sorted(weights.items())}
     return meta
 
 
 def _dedupe(names: Sequence[str]) -> tuple[str, ...] | str:
     """``names`` without repeats, in order (a bare string is passed through for :func:`_validate` to reject)."""
     return names if isinstance(names, str) else tuple(dict.fromkeys(names))
+
+
+def _task_weights(weights: dict[str, float] | None, tasks: Sequence[str]) -> dict[str, float]:
+    """The weights of ``tasks`` that are not 1 (the default), checked."""
+    weights = dict(weights or {})
+    unknown = sorted(set(weights) - set(tasks))
+    if unknown:
+        raise ValueError(f"train_task_weights {unknown}: not among the tasks {list(tasks)}")
+    bad = {t: w for t, w in weights.items() if not (isinstance(w, (int, float)) and w > 0 and np.isfinite(w))}
+    if bad:
+        raise ValueError(f"train_task_weights {bad}: weights must be positive numbers")
+    return {t: float(w) for t, w in weights.items() if w != 1}
 
 
 def _validate(num_train: int, num_eval: int, image_size: int, tasks: Sequence[str], extra: Sequence[str]) -> None:
@@ -406,6 +437,7 @@ def generate_synthetic_vqa(
     seed: int = 0,
     tasks: Sequence[str] = TASKS,
     extra_train_questions: Sequence[str] = (),
+    train_task_weights: dict[str, float] | None = None,
 ) -> SynthPaths:
     """Generate the synthetic VQA dataset into ``out_dir`` (always regenerates; see :func:`ensure_synthetic_vqa`).
 
@@ -419,12 +451,15 @@ def generate_synthetic_vqa(
         extra_train_questions: Tasks (of :data:`EXTRA_QUESTION_TASKS` and ``tasks``) also asked about every
             one-shape training image whose scene answers them, as further turns after its balanced question, in
             random order; position only when the shape lies inside one quadrant. The eval split keeps one question.
+        train_task_weights: Relative share of each task among the training images (tasks not named: 1), e.g.
+            ``{"count": 2}`` makes count scenes two in five with four tasks; the eval split stays balanced.
 
     Returns:
         The dataset's :class:`SynthPaths`.
     """
     tasks, extra = _dedupe(tasks), _dedupe(extra_train_questions)
     _validate(num_train, num_eval, image_size, tasks, extra)
+    weights = _task_weights(train_task_weights, tasks)
     paths = _paths(out_dir)
     paths.images.mkdir(parents=True, exist_ok=True)
     meta_path = paths.root / "synth_meta.json"
@@ -438,10 +473,11 @@ def generate_synthetic_vqa(
     splits = {"train": (num_train, paths.train, 0), "eval": (num_eval, paths.eval, 1)}
     for split, (n, json_path, stream) in splits.items():
         rng = np.random.default_rng([int(seed), stream])
-        asked = [t for t in extra if t in tasks] if split == "train" else []
-        records = _generate_split(split, n, rng, paths.root, image_size, tasks, asked)
+        train = split == "train"
+        asked = [t for t in extra if t in tasks] if train else []
+        records = _generate_split(split, n, rng, paths.root, image_size, tasks, asked, weights if train else None)
         _write_text_atomic(json_path, json.dumps(records, indent=1) + "\n")
-    meta = _meta(num_train, num_eval, image_size, seed, tasks, extra)
+    meta = _meta(num_train, num_eval, image_size, seed, tasks, extra, weights)
     _write_text_atomic(meta_path, json.dumps(meta, indent=2, sort_keys=True) + "\n")
     logger.info(
         "generated synthetic VQA in %s: %d train + %d eval images (%dpx, tasks=%s) in %.1fs",
@@ -463,6 +499,7 @@ def ensure_synthetic_vqa(
     seed: int = 0,
     tasks: Sequence[str] = TASKS,
     extra_train_questions: Sequence[str] = (),
+    train_task_weights: dict[str, float] | None = None,
 ) -> SynthPaths:
     """Return the dataset in ``out_dir``, generating it only if it is missing or was made with other arguments.
 
@@ -471,9 +508,10 @@ def ensure_synthetic_vqa(
     """
     tasks, extra = _dedupe(tasks), _dedupe(extra_train_questions)
     _validate(num_train, num_eval, image_size, tasks, extra)
+    weights = _task_weights(train_task_weights, tasks)
     paths = _paths(out_dir)
     meta_path = paths.root / "synth_meta.json"
-    wanted = _meta(num_train, num_eval, image_size, seed, tasks, extra)
+    wanted = _meta(num_train, num_eval, image_size, seed, tasks, extra, weights)
     if paths.train.is_file() and paths.eval.is_file() and meta_path.is_file():
         try:
             stored = json.loads(meta_path.read_text(encoding="utf-8"))
@@ -484,4 +522,4 @@ def ensure_synthetic_vqa(
             return paths
         logger.info("synthetic VQA in %s was generated with other arguments; regenerating", paths.root)
     return generate_synthetic_vqa(out_dir, num_train, num_eval, image_size=image_size, seed=seed, tasks=tasks,
-                                  extra_train_questions=extra)
+                                  extra_train_questions=extra, train_task_weights=weights)

@@ -99,3 +99,17 @@ def test_check_covers_each_stage_own_data(experiment, tmp_path: Path, capsys) ->
                                 f"found: '{tmp_path / 'd' / 'gone.png'}'"]
     assert "data.train: 4 records, 4 usable" in out
     assert "stages[1].data.train: 2 records, 1 usable, 1 with problems (missing-image: 1 ('s1'))" in out
+
+
+def test_synth_takes_task_weights(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "synth"
+    assert main(["data", "synth", "--out", str(out), "--num-train", "10", "--num-eval", "4",
+                 "--extra-train-questions", "shape", "--train-task-weights", "count=3", "color=0.5"]) == 0
+    records = json.loads((out / "train.json").read_text())
+    # shares 0.5 : 1 : 1 : 3 of 10 = 0.9, 1.8, 1.8, 5.5 -> 1, 2, 2, 5 (largest remainders)
+    assert sorted(r["task"] for r in records).count("count") == 5
+    meta = json.loads((out / "synth_meta.json").read_text())
+    assert meta["train_task_weights"] == {"color": 0.5, "count": 3.0} and meta["extra_train_questions"] == ["shape"]
+    with pytest.raises(SystemExit):
+        main(["data", "synth", "--out", str(out), "--train-task-weights", "count"])
+    assert "expected TASK=WEIGHT" in capsys.readouterr().err

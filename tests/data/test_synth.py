@@ -269,6 +269,28 @@ def test_extra_train_questions_follow_tasks(tmp_path: Path) -> None:
     assert all(len(r["conversations"]) == 2 for r in _load(paths.train)), "shape is not among the tasks"
 
 
+def test_train_task_weights(tmp_path: Path, dataset: SynthPaths) -> None:
+    """Weighted training task mix (largest remainders), answers still balanced within each task; eval unchanged."""
+    paths = generate_synthetic_vqa(tmp_path, num_train=1003, num_eval=160, seed=3,
+                                   train_task_weights={"count": 2, "color": 0.5, "shape": 1})
+    assert paths.eval.read_bytes() == dataset.eval.read_bytes(), "eval split unchanged"
+    records = _load(paths.train)
+    # shares 0.5 : 1 : 1 : 2 of 1003 = 111.4, 222.9, 222.9, 445.8 -> 111, 223, 223, 446
+    assert Counter(r["task"] for r in records) == {"color": 111, "shape": 223, "position": 223, "count": 446}
+    for task in TASKS:
+        answers = Counter(_answer(r) for r in records if r["task"] == task)
+        assert set(answers) == set(ANSWERS[task]) and max(answers.values()) - min(answers.values()) <= 1
+    meta = json.loads((tmp_path / "synth_meta.json").read_text())
+    assert meta["train_task_weights"] == {"color": 0.5, "count": 2.0}, "weights of 1 are the default: not stored"
+    same = generate_synthetic_vqa(tmp_path / "b", num_train=60, num_eval=4, seed=3, train_task_weights={"shape": 1})
+    plain = generate_synthetic_vqa(tmp_path / "c", num_train=60, num_eval=4, seed=3)
+    assert same.train.read_text() == plain.train.read_text().replace(str(tmp_path / "c"), str(tmp_path / "b"))
+    with pytest.raises(ValueError, match="not among the tasks"):
+        generate_synthetic_vqa(tmp_path, 4, 4, tasks=("color",), train_task_weights={"count": 2})
+    with pytest.raises(ValueError, match="positive"):
+        generate_synthetic_vqa(tmp_path, 4, 4, train_task_weights={"count": 0})
+
+
 def test_task_subset_and_image_size(tmp_path: Path) -> None:
     paths = generate_synthetic_vqa(tmp_path, num_train=16, num_eval=4, image_size=48, seed=0, tasks=("count",))
     records = _load(paths.train)
@@ -336,16 +358,21 @@ def test_ensure_is_idempotent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     assert json.loads((out / "synth_meta.json").read_text())["extra_train_questions"] == ["shape"]
     ensure_synthetic_vqa(out, num_train=11, num_eval=4, seed=3)
     assert len(calls) == 5 and "extra_train_questions" not in json.loads((out / "synth_meta.json").read_text())
+    ensure_synthetic_vqa(out, num_train=11, num_eval=4, seed=3, train_task_weights={"count": 2})
+    ensure_synthetic_vqa(out, num_train=11, num_eval=4, seed=3, train_task_weights={"count": 2.0})
+    assert len(calls) == 6, "other train_task_weights: regenerated once"
+    ensure_synthetic_vqa(out, num_train=11, num_eval=4, seed=3)
+    assert len(calls) == 7
 
     first.eval.unlink()
     ensure_synthetic_vqa(out, num_train=11, num_eval=4, seed=3)
-    assert len(calls) == 6 and first.eval.is_file()
+    assert len(calls) == 8 and first.eval.is_file()
 
     (out / "synth_meta.json").write_text("{not json")
     ensure_synthetic_vqa(out, num_train=11, num_eval=4, seed=3)
-    assert len(calls) == 7
+    assert len(calls) == 9
     ensure_synthetic_vqa(out, num_train=11, num_eval=4, seed=3)
-    assert len(calls) == 7
+    assert len(calls) == 9
 
 
 @pytest.mark.parametrize(
