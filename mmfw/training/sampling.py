@@ -8,7 +8,6 @@ packed rows. Samplers know nothing about processes: Accelerate shards their batc
 
 from __future__ import annotations
 
-import bisect
 import hashlib
 import json
 import logging
@@ -88,29 +87,34 @@ class LengthGroupedBatchSampler(_EpochSampler):
 
 
 def pack_rows(indices: Sequence[int], lengths: Sequence[int], capacity: int) -> list[list[int]]:
-    """Best-fit-decreasing bin packing of ``indices`` into rows of at most ``capacity`` tokens. Rows keep their
-    samples in decreasing length; a sample longer than ``capacity`` gets a row of its own."""
+    """First-fit packing of ``indices``, in the order given, into rows of at most ``capacity`` tokens: each sample goes
+    to the first row it fits in, else opens a new one; a sample longer than ``capacity`` gets a row of its own.
+
+    Samples are not sorted by length first (best-fit decreasing would pack a little tighter): with lengths that come
+    in clusters (one-, two- and three-turn conversations, say), sorting puts samples of one cluster together, so
+    rows, and batches of rows, would hold one kind of sample each. In shuffled order a row is a random mix.
+    """
     rows: list[list[int]] = []
-    free: list[tuple[int, int]] = []  # (free tokens, row id), sorted
-    for i in sorted(indices, key=lambda i: (-lengths[i], i)):
+    free: list[int] = []
+    for i in indices:
         n = lengths[i]
-        k = bisect.bisect_left(free, (n, -1))
-        if k < len(free):
-            space, row = free.pop(k)
-            rows[row].append(i)
-            bisect.insort(free, (space - n, row))
+        for r, space in enumerate(free):
+            if space >= n:
+                rows[r].append(i)
+                free[r] -= n
+                break
         else:
             rows.append([i])
-            if capacity - n > 0:
-                bisect.insort(free, (capacity - n, len(rows) - 1))
+            free.append(max(capacity - n, 0))
     return rows
 
 
 class PackedBatchSampler(_EpochSampler):
     """Micro-batches of ``rows_per_batch`` rows, each row several samples totalling at most ``capacity`` tokens.
 
-    Samples are shuffled per epoch and packed in windows (best fit decreasing); rows of similar load are batched
-    together and the batches shuffled. Yields ``(index, row)`` pairs, ``row`` numbering the rows of the batch.
+    Samples are shuffled per epoch and packed first-fit in windows (:func:`pack_rows`); consecutive rows form a batch
+    and the batches are shuffled, so a batch holds a random mix of samples. Yields ``(index, row)`` pairs, ``row``
+    numbering the rows of the batch.
     """
 
     def __init__(self, lengths: Sequence[int], capacity: int, rows_per_batch: int, seed: int,
@@ -129,8 +133,6 @@ class PackedBatchSampler(_EpochSampler):
         rows: list[list[int]] = []
         for w in range(0, len(order), per_window):
             rows += pack_rows(order[w:w + per_window], self.lengths, self.capacity)
-        # rows of similar load share a batch (a batch is padded to its longest row), then the batches are shuffled
-        rows.sort(key=lambda r: -sum(self.lengths[i] for i in r))
         batches = [rows[b:b + self.rows_per_batch] for b in range(0, len(rows), self.rows_per_batch)]
         return [batches[i] for i in _permutation(len(batches), self.seed + 7, epoch)]
 

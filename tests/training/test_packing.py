@@ -81,6 +81,21 @@ def test_packing_fills_rows_on_skewed_lengths() -> None:
     assert real / computed >= 0.95
 
 
+def test_packed_batches_mix_clustered_lengths() -> None:
+    """Lengths in clusters (1-, 2- and 3-turn conversations): every packed batch holds a mix, as a shuffled batch
+    would. (Sorting by length before packing made rows of three short samples and batches of only those.)"""
+    rng = random.Random(0)
+    lengths = [rng.choice([36, 36, 53, 53, 53, 69, 69, 69]) for _ in range(4000)]
+    sampler = PackedBatchSampler(lengths, capacity=128, rows_per_batch=14, seed=0)
+    shares = []
+    for batch in sampler:
+        if len(batch) >= 20:  # not a window's last, small batch
+            shares.append(sum(lengths[i] == 36 for i, _ in batch) / len(batch))
+    assert len(shares) > 100
+    assert 0.05 < min(shares) and max(shares) < 0.6, (min(shares), max(shares))
+    assert abs(sum(shares) / len(shares) - 0.25) < 0.05
+
+
 def test_position_ids_restart_per_sample_and_for_padding() -> None:
     assert position_ids_for([3, 2], 7).tolist() == [0, 1, 2, 0, 1, 0, 1]
 
