@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 
 import torch
 from torch import nn
 
 from mmfw.config.base import ConnectorConfig
+
+
+def pooled_grid(grid: tuple[int, int], factor: int) -> tuple[int, int]:
+    """The grid after merging or pooling ``factor x factor`` blocks, a partial block at the bottom/right counting as
+    one."""
+    return math.ceil(grid[0] / factor), math.ceil(grid[1] / factor)
 
 
 class Connector(nn.Module, ABC):
@@ -35,3 +42,9 @@ class Connector(nn.Module, ABC):
 
     @abstractmethod
     def forward(self, features: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor: ...
+
+    def check_grid(self, features: torch.Tensor, grid: tuple[int, int]) -> None:
+        """Raise ``ValueError`` unless ``features`` ``(N, L, D)`` hold exactly one row per patch of ``grid``."""
+        if features.shape[1] != grid[0] * grid[1]:
+            raise ValueError(f"{self.registry_name}: {features.shape[1]} features do not form a "
+                             f"{grid[0]}x{grid[1]} grid")

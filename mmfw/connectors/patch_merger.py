@@ -13,7 +13,6 @@ not a multiple of ``merge_size`` is padded with zero features at the bottom and 
 
 from __future__ import annotations
 
-import math
 from typing import Literal
 
 import torch
@@ -23,7 +22,7 @@ from torch.nn import functional as F
 from typing_extensions import Self
 
 from mmfw.config.base import ConnectorConfig
-from mmfw.connectors.base import Connector
+from mmfw.connectors.base import Connector, pooled_grid
 from mmfw.connectors.mlp import ACTIVATIONS
 from mmfw.registry import component
 
@@ -64,18 +63,16 @@ class PatchMergerConnector(Connector):
         self.mlp = nn.Sequential(*layers)
 
     def output_grid(self, grid: tuple[int, int]) -> tuple[int, int]:
-        m = self.cfg.merge_size
-        return math.ceil(grid[0] / m), math.ceil(grid[1] / m)
+        return pooled_grid(grid, self.cfg.merge_size)
 
     def num_tokens(self, grid: tuple[int, int]) -> int:
         rows, cols = self.output_grid(grid)
         return rows * cols
 
     def forward(self, features: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-        n, length, dim = features.shape
+        self.check_grid(features, grid)
+        n, _, dim = features.shape
         rows, cols = grid
-        if length != rows * cols:
-            raise ValueError(f"patch-merger: {length} features do not form a {rows}x{cols} grid")
         m = self.cfg.merge_size
         out_rows, out_cols = self.output_grid(grid)
         x = self.norm(features.to(self.mlp[0].weight.dtype)).reshape(n, rows, cols, dim)

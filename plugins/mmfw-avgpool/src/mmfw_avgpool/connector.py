@@ -6,7 +6,6 @@ also works with anyres ``spatial-unpad``. Grids that are not multiples of the st
 
 from __future__ import annotations
 
-import math
 from typing import Literal
 
 import torch
@@ -15,7 +14,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from mmfw.config.base import ConnectorConfig
-from mmfw.connectors.base import Connector
+from mmfw.connectors.base import Connector, pooled_grid
 from mmfw.registry import component
 
 
@@ -39,18 +38,16 @@ class AvgPoolConnector(Connector):
         self.mlp = nn.Sequential(*layers)
 
     def output_grid(self, grid: tuple[int, int]) -> tuple[int, int]:
-        s = self.cfg.stride
-        return math.ceil(grid[0] / s), math.ceil(grid[1] / s)
+        return pooled_grid(grid, self.cfg.stride)
 
     def num_tokens(self, grid: tuple[int, int]) -> int:
         rows, cols = self.output_grid(grid)
         return rows * cols
 
     def forward(self, features: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-        n, length, dim = features.shape
+        self.check_grid(features, grid)
+        n, _, dim = features.shape
         rows, cols = grid
-        if length != rows * cols:
-            raise ValueError(f"avgpool-mlp: {length} features do not form a {rows}x{cols} grid")
         x = features.transpose(1, 2).reshape(n, dim, rows, cols)
         s = self.cfg.stride
         x = F.avg_pool2d(x, kernel_size=s, stride=s, ceil_mode=True, count_include_pad=False)
