@@ -12,7 +12,7 @@ from typing import Any
 import pluggy
 
 from mmfw import hookspecs
-from mmfw.registry import Registry
+from mmfw.registry import PluginLoadError, Registry
 
 logger = logging.getLogger(__name__)
 
@@ -66,8 +66,14 @@ def make_plugin_manager(load_entry_points: bool | None = None, extra_plugins: li
         load_entry_points = os.environ.get(DISABLE_AUTOLOAD_ENV, "") in ("", "0")
     if load_entry_points:
         for ep in entry_points(group=ENTRY_POINT_GROUP):
-            plugin = ep.load()
             dist = ep.dist.name if ep.dist is not None else "?"
+            try:
+                plugin = ep.load()
+            except Exception as e:  # a broken third-party package: name it instead of a traceback from its import
+                raise PluginLoadError(
+                    f"plugin {dist}:{ep.name} (entry point {ep.value!r} in group {ENTRY_POINT_GROUP!r}) cannot be "
+                    f"imported: {type(e).__name__}: {e}. Fix or uninstall the package {dist!r}, or set "
+                    f"{DISABLE_AUTOLOAD_ENV}=1 to run without installed plugins") from e
             pm.register(plugin, name=f"{dist}:{ep.name}")
     for i, plugin in enumerate(extra_plugins):
         pm.register(plugin, name=getattr(plugin, "__name__", f"extra-plugin-{i}"))

@@ -42,6 +42,10 @@ class DuplicateComponentError(RegistryError):
     """The same name registered twice."""
 
 
+class PluginLoadError(RegistryError):
+    """An installed plugin (``mmfw.plugins`` entry point) could not be imported."""
+
+
 def closest_first(name: str, choices: list[str]) -> list[str]:
     """Return ``choices`` sorted with the closest matches to ``name`` first (then alphabetically)."""
     close = difflib.get_close_matches(name, choices, n=len(choices), cutoff=0.0)
