@@ -38,6 +38,16 @@ ACTIVATIONS = {
 }
 """Activation modules by config name (shared with the other MLP-style connectors)."""
 
+
+def build_mlp(widths: list[int], activation: str = "gelu") -> nn.Sequential:
+    """``Linear(widths[0], widths[1]) -> act -> Linear(widths[1], widths[2]) -> ...`` (no activation at the end)."""
+    layers: list[nn.Module] = []
+    for k, (a, b) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
+        if k:
+            layers.append(ACTIVATIONS[activation]())
+        layers.append(nn.Linear(a, b))
+    return nn.Sequential(*layers)
+
 _HF_ACTIVATIONS = {"gelu": "gelu", "gelu_tanh": "gelu_pytorch_tanh", "relu": "relu", "silu": "silu"}
 """transformers' ``ACT2FN`` names of the activations."""
 
@@ -46,10 +56,7 @@ _HF_ACTIVATIONS = {"gelu": "gelu", "gelu_tanh": "gelu_pytorch_tanh", "relu": "re
 class MLPConnector(Connector):
     def __init__(self, cfg: MLPConnectorConfig, in_dim: int, out_dim: int) -> None:
         super().__init__(cfg, in_dim, out_dim)
-        layers: list[nn.Module] = [nn.Linear(in_dim, out_dim)]
-        for _ in range(cfg.depth - 1):
-            layers += [ACTIVATIONS[cfg.activation](), nn.Linear(out_dim, out_dim)]
-        self.net = nn.Sequential(*layers)
+        self.net = build_mlp([in_dim] + [out_dim] * cfg.depth, cfg.activation)
         if cfg.init_std is not None:
             for m in self.net:
                 if isinstance(m, nn.Linear):

@@ -23,7 +23,7 @@ from typing_extensions import Self
 
 from mmfw.config.base import ConnectorConfig
 from mmfw.connectors.base import Connector, pooled_grid
-from mmfw.connectors.mlp import ACTIVATIONS
+from mmfw.connectors.mlp import build_mlp
 from mmfw.registry import component
 
 
@@ -54,13 +54,7 @@ class PatchMergerConnector(Connector):
         merged = cfg.merge_size**2 * in_dim
         hidden = cfg.hidden_size or merged
         self.norm = nn.LayerNorm(in_dim, eps=cfg.norm_eps) if cfg.norm else nn.Identity()
-        widths = [merged] + [hidden] * (cfg.depth - 1) + [out_dim]
-        layers: list[nn.Module] = []
-        for k, (a, b) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
-            if k:
-                layers.append(ACTIVATIONS[cfg.activation]())
-            layers.append(nn.Linear(a, b))
-        self.mlp = nn.Sequential(*layers)
+        self.mlp = build_mlp([merged] + [hidden] * (cfg.depth - 1) + [out_dim], cfg.activation)
 
     def output_grid(self, grid: tuple[int, int]) -> tuple[int, int]:
         return pooled_grid(grid, self.cfg.merge_size)

@@ -10,11 +10,11 @@ from typing import Literal
 
 import torch
 from pydantic import Field
-from torch import nn
 from torch.nn import functional as F
 
 from mmfw.config.base import ConnectorConfig
 from mmfw.connectors.base import Connector, pooled_grid
+from mmfw.connectors.mlp import build_mlp
 from mmfw.registry import component
 
 
@@ -32,10 +32,7 @@ class AvgPoolConnectorConfig(ConnectorConfig):
 class AvgPoolConnector(Connector):
     def __init__(self, cfg: AvgPoolConnectorConfig, in_dim: int, out_dim: int) -> None:
         super().__init__(cfg, in_dim, out_dim)
-        layers: list[nn.Module] = [nn.Linear(in_dim, out_dim)]
-        for _ in range(cfg.depth - 1):
-            layers += [nn.GELU(), nn.Linear(out_dim, out_dim)]
-        self.mlp = nn.Sequential(*layers)
+        self.mlp = build_mlp([in_dim] + [out_dim] * cfg.depth, "gelu")
 
     def output_grid(self, grid: tuple[int, int]) -> tuple[int, int]:
         return pooled_grid(grid, self.cfg.stride)
