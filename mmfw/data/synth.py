@@ -30,8 +30,9 @@ Question families (answers are short lowercase strings, suitable for exact match
 * ``count``    -- 1 to 4 non-overlapping shapes of random type/colour; answer is ``"1"`` .. ``"4"``.
 
 Within each split the task mix is balanced across the requested tasks (or, for the training split, follows
-``train_task_weights``) and the answers are balanced within each task (every answer occurs ``n // k`` or ``n // k + 1`` times), and the question paraphrase is drawn independently
-of the answer, so the question text never reveals the answer. Shapes are drawn without anti-aliasing, so every
+``train_task_weights``) and the answers are balanced within each task (every answer occurs ``n // k`` or
+``n // k + 1`` times), and the question paraphrase is drawn independently of the answer, so the question text never
+reveals the answer. Shapes are drawn without anti-aliasing, so every
 shape pixel has exactly its palette colour (handy for tests), and backgrounds are near-neutral greys that never
 coincide with a palette colour. Generation is fully deterministic given the arguments: the same seed produces
 byte-identical JSON files and PNG images.
@@ -223,7 +224,8 @@ def _balanced(rng: np.random.Generator, values: Sequence[str], n: int) -> list[s
 
 
 def _weighted(rng: np.random.Generator, values: Sequence[str], weights: Sequence[float], n: int) -> list[str]:
-    """``n`` values, value ``i`` occurring ``n * weights[i] / sum(weights)`` times (largest remainders round), shuffled."""
+    """``n`` values, value ``i`` occurring ``n * weights[i] / sum(weights)`` times (rounded by largest remainders),
+    shuffled."""
     total = float(sum(weights))
     exact = [n * w / total for w in weights]
     counts = [int(x) for x in exact]
