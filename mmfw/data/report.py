@@ -137,7 +137,9 @@ class DataReport:
         """
         skipped = list(batch.get("skipped") or ())
         rows = int(batch["input_ids"].shape[0]) if batch.get("input_ids") is not None else 0
-        self.record(skipped, batch.get("truncated") or (), rows + len(skipped))
+        lengths = batch.get("sample_lengths")  # a packed batch: several samples per row
+        samples = sum(len(r) for r in lengths) if lengths is not None else rows
+        self.record(skipped, batch.get("truncated") or (), samples + len(skipped))
         return rows > 0
 
     def record(self, skipped: Iterable[SkippedSample] = (), truncated: Iterable[TruncatedSample] = (),

@@ -107,3 +107,11 @@ def test_too_many_invalid_records_fail_at_construction(tokenizer, tmp_path: Path
     with pytest.raises(TooManySkippedError, match=r"data.train: 2 of 5 records \(40.0%\) are invalid.*bad-json: 2"):
         build_dataset([spec], DataConfig(max_skip_ratio=0.2), tokenizer, STRATEGY, image_token="<image>")
     build_dataset([spec], DataConfig(max_skip_ratio=0.4), tokenizer, STRATEGY, image_token="<image>")
+
+
+def test_packed_batches_count_samples_not_rows() -> None:
+    report = DataReport(total=10, static=[], max_skip_ratio=None, name="data.train")
+    packed = {"input_ids": torch.zeros(2, 8), "sample_lengths": [[3, 3, 2], [5]], "skipped": [skip(4, "too-long")],
+              "truncated": []}
+    assert report.observe(packed) is True
+    assert report.samples_seen == 5, "four packed samples in two rows, one skipped"
