@@ -24,10 +24,11 @@ can be used for per-task metrics; LLaVA loaders ignore it.
 Question families (answers are short lowercase strings, suitable for exact match after
 :func:`normalize_answer`):
 
-* ``color``    -- one shape; answer is one of :data:`COLORS`.
-* ``shape``    -- one shape; answer is one of :data:`SHAPES`.
+* ``color``    -- one large shape (a side of half to four fifths of the image); answer is one of :data:`COLORS`.
+* ``shape``    -- one large shape; answer is one of :data:`SHAPES`.
 * ``position`` -- one shape lying entirely inside one image quadrant; answer is one of :data:`POSITIONS`.
-* ``count``    -- 1 to 4 non-overlapping shapes of random type/colour; answer is ``"1"`` .. ``"4"``.
+* ``count``    -- 1 to 4 shapes of random type/colour, each inside a different quadrant (the quadrants drawn at
+  random); answer is ``"1"`` .. ``"4"``.
 
 Within each split the task mix is balanced across the requested tasks (or, for the training split, follows
 ``train_task_weights``) and the answers are balanced within each task (every answer occurs ``n // k`` or
@@ -71,7 +72,7 @@ __all__ = [
 ]
 
 #: Bumped whenever the generator's output for given arguments changes (invalidates cached datasets).
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 
 #: Well-separated palette colours (name -> RGB).
 COLORS: dict[str, tuple[int, int, int]] = {
@@ -237,7 +238,7 @@ def _weighted(rng: np.random.Generator, values: Sequence[str], weights: Sequence
 
 
 def _single_shape(
-    rng: np.random.Generator, image_size: int, shape: str, color: str, lo: float = 0.25, hi: float = 0.45
+    rng: np.random.Generator, image_size: int, shape: str, color: str, lo: float = 0.5, hi: float = 0.8
 ) -> ShapeSpec:
     size = int(rng.integers(round(lo * image_size), round(hi * image_size) + 1))
     x0 = int(rng.integers(0, image_size - size + 1))
@@ -245,11 +246,13 @@ def _single_shape(
     return ShapeSpec(shape, color, x0, y0, size)
 
 
-def _quadrant_shape(rng: np.random.Generator, image_size: int, position: str, shape: str, color: str) -> ShapeSpec:
-    """A shape lying entirely inside the given quadrant, at least ``_GAP`` pixels away from the mid lines."""
+def _quadrant_shape(rng: np.random.Generator, image_size: int, position: str, shape: str, color: str,
+                    lo: float = 0.2, hi: float = 0.35) -> ShapeSpec:
+    """A shape lying entirely inside the given quadrant, at least ``_GAP`` pixels away from the mid lines; its side
+    is ``lo`` to ``hi`` of the image side (at most what the quadrant holds)."""
     half = image_size // 2
     max_size = half - _GAP
-    size = int(rng.integers(max(4, round(0.2 * image_size)), min(max_size, round(0.35 * image_size)) + 1))
+    size = int(rng.integers(min(max_size, max(4, round(lo * image_size))), min(max_size, round(hi * image_size)) + 1))
     # Offsets inside the quadrant [0, half - _GAP - size]; the far side leaves a _GAP margin to the mid line.
     ox = int(rng.integers(0, half - _GAP - size + 1))
     oy = int(rng.integers(0, half - _GAP - size + 1))
@@ -260,25 +263,13 @@ def _quadrant_shape(rng: np.random.Generator, image_size: int, position: str, sh
 
 
 def _count_shapes(rng: np.random.Generator, image_size: int, n: int) -> list[ShapeSpec]:
-    """``n`` shapes with random type/colour whose bounding boxes are at least ``_GAP`` pixels apart."""
-    lo, hi = 0.15, 0.25
-    while True:
-        placed: list[ShapeSpec] = []
-        for _attempt in range(200):
-            if len(placed) == n:
-                break
-            shape = SHAPES[int(rng.integers(len(SHAPES)))]
-            color = _COLOR_NAMES[int(rng.integers(len(_COLOR_NAMES)))]
-            cand = _single_shape(rng, image_size, shape, color, lo, hi)
-            if all(
-                cand.x0 >= p.x1 + _GAP or p.x0 >= cand.x1 + _GAP or cand.y0 >= p.y1 + _GAP or p.y0 >= cand.y1 + _GAP
-                for p in placed
-            ):
-                placed.append(cand)
-        if len(placed) == n:
-            return placed
-        # Unusually crowded scene: retry with smaller shapes.
-        lo, hi = max(0.08, lo * 0.85), max(0.08, hi * 0.85)
+    """``n`` shapes with random type/colour, each nearly filling a different quadrant (chosen at random)."""
+    quadrants = [POSITIONS[int(q)] for q in rng.permutation(len(POSITIONS))[:n]]
+    return [
+        _quadrant_shape(rng, image_size, q, SHAPES[int(rng.integers(len(SHAPES)))],
+                        _COLOR_NAMES[int(rng.integers(len(_COLOR_NAMES)))], lo=0.4, hi=0.5)
+        for q in quadrants
+    ]
 
 
 def _make_scene(rng: np.random.Generator, task: str, answer: str, image_size: int) -> list[ShapeSpec]:
