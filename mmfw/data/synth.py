@@ -27,8 +27,8 @@ Question families (answers are short lowercase strings, suitable for exact match
 * ``color``    -- one large shape (a side of half to four fifths of the image); answer is one of :data:`COLORS`.
 * ``shape``    -- one large shape; answer is one of :data:`SHAPES`.
 * ``position`` -- one shape lying entirely inside one image quadrant; answer is one of :data:`POSITIONS`.
-* ``count``    -- 1 to 4 shapes of random type/colour, each inside a different quadrant (the quadrants drawn at
-  random); answer is ``"1"`` .. ``"4"``.
+* ``count``    -- 1 to 4 shapes of random type/colour, each nearly filling a different quadrant (the quadrants
+  drawn at random); answer is ``"1"`` .. ``"4"``.
 
 Within each split the task mix is balanced across the requested tasks (or, for the training split, follows
 ``train_task_weights``) and the answers are balanced within each task (every answer occurs ``n // k`` or
@@ -262,29 +262,27 @@ def _quadrant_shape(rng: np.random.Generator, image_size: int, position: str, sh
     return ShapeSpec(shape, color, x0, y0, size)
 
 
+def _rand_shape(rng: np.random.Generator) -> str:
+    return SHAPES[int(rng.integers(len(SHAPES)))]
+
+
+def _rand_color(rng: np.random.Generator) -> str:
+    return _COLOR_NAMES[int(rng.integers(len(_COLOR_NAMES)))]
+
+
 def _count_shapes(rng: np.random.Generator, image_size: int, n: int) -> list[ShapeSpec]:
     """``n`` shapes with random type/colour, each nearly filling a different quadrant (chosen at random)."""
     quadrants = [POSITIONS[int(q)] for q in rng.permutation(len(POSITIONS))[:n]]
-    return [
-        _quadrant_shape(rng, image_size, q, SHAPES[int(rng.integers(len(SHAPES)))],
-                        _COLOR_NAMES[int(rng.integers(len(_COLOR_NAMES)))], lo=0.4, hi=0.5)
-        for q in quadrants
-    ]
+    return [_quadrant_shape(rng, image_size, q, _rand_shape(rng), _rand_color(rng), lo=0.4, hi=0.5) for q in quadrants]
 
 
 def _make_scene(rng: np.random.Generator, task: str, answer: str, image_size: int) -> list[ShapeSpec]:
-    def rand_shape() -> str:
-        return SHAPES[int(rng.integers(len(SHAPES)))]
-
-    def rand_color() -> str:
-        return _COLOR_NAMES[int(rng.integers(len(_COLOR_NAMES)))]
-
     if task == "color":
-        return [_single_shape(rng, image_size, rand_shape(), answer)]
+        return [_single_shape(rng, image_size, _rand_shape(rng), answer)]
     if task == "shape":
-        return [_single_shape(rng, image_size, answer, rand_color())]
+        return [_single_shape(rng, image_size, answer, _rand_color(rng))]
     if task == "position":
-        return [_quadrant_shape(rng, image_size, answer, rand_shape(), rand_color())]
+        return [_quadrant_shape(rng, image_size, answer, _rand_shape(rng), _rand_color(rng))]
     if task == "count":
         return _count_shapes(rng, image_size, int(answer))
     raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
