@@ -40,6 +40,11 @@ class Connector(nn.Module, ABC):
         """Spatial layout of the output tokens, or ``None`` if they have none."""
         return None
 
+    def export_config(self) -> ConnectorConfig:
+        """A config that builds this connector again, loading no weights (``mmfw export --format hf`` stores it; the
+        weights come from the export). The default is the component's own config."""
+        return self.cfg
+
     @abstractmethod
     def forward(self, features: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor: ...
 

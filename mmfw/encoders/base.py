@@ -62,6 +62,11 @@ class VisionEncoder(nn.Module, ABC):
     def dtype(self) -> torch.dtype:
         return next(self.parameters()).dtype
 
+    def export_config(self) -> VisionEncoderConfig:
+        """A config that builds this encoder again, loading no weights (``mmfw export --format hf`` stores it; the
+        weights come from the export). The default is the component's own config."""
+        return self.cfg
+
     @abstractmethod
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor: ...
 

@@ -64,6 +64,11 @@ class ImageStrategy(nn.Module, ABC):
         super().__init__()
         self.cfg, self.geometry, self.hidden_size = cfg, geometry, hidden_size
 
+    def export_config(self) -> ImageStrategyConfig:
+        """A config that builds this strategy again, loading no weights (``mmfw export --format hf`` stores it; the
+        weights come from the export). The default is the component's own config."""
+        return self.cfg
+
     @abstractmethod
     def preprocess(self, image: Image.Image) -> ImageInput:
         """Turn an RGB image into tiles, all of the same size."""

@@ -123,6 +123,11 @@ class LanguageModel(nn.Module):
     def get_input_embeddings(self) -> nn.Embedding:
         return self.model.get_input_embeddings()
 
+    def export_config(self) -> LLMConfig:
+        """A config that builds this LLM again, loading no weights (``mmfw export --format hf`` stores it; the
+        weights come from the export). The default is the component's own config."""
+        return self.cfg
+
     def forward(self, **kwargs: Any) -> Any:
         return self.model(**kwargs)
 
@@ -155,6 +160,23 @@ class HFCausalLM(LanguageModel):
             self._adopt_tokenizer(tokenizer)
         if cfg.gradient_checkpointing:
             self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+    def export_config(self) -> HFCausalLMConfig:
+        """The architecture of the wrapped model (read from its transformers config when it was loaded pretrained),
+        with the vocabulary size written out, so it rebuilds without its tokenizer or a download."""
+        vocab = self.model.get_input_embeddings().weight.shape[0]
+        if self.cfg.architecture is not None:
+            arch = self.cfg.architecture.model_copy(update={"vocab_size": vocab})
+        else:
+            hf = self.model.config.to_dict()
+            fields = set(CausalLMArchitecture.model_fields) - {"extra", "vocab_size", "rope_theta"}
+            core = {k: hf[k] for k in fields if hf.get(k) is not None}
+            known = set(self.hf_config_class().to_dict()) - {"architectures", "transformers_version", "model_type",
+                                                             "_name_or_path", "dtype", "torch_dtype", "vocab_size"}
+            extra = {k: v for k, v in hf.items() if k in known and k not in core}
+            arch = CausalLMArchitecture(**core, vocab_size=vocab, extra=extra)
+        return self.cfg.model_copy(update={"pretrained": None, "architecture": arch,
+                                           "tokenizer": self.cfg.tokenizer or self.cfg.pretrained})
 
     def hf_llava_export(self) -> HFLlavaPart:
         """The language model of transformers' Llava / LlavaNext: this model's config and weights, renamed."""
