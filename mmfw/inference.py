@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from PIL import Image
@@ -24,6 +24,9 @@ from mmfw.data.images import load_image, to_rgb
 from mmfw.data.tokenize import encode_prompt
 from mmfw.model.io import load_model_dir
 from mmfw.model.vlm import VisionLanguageModel
+
+if TYPE_CHECKING:
+    from mmfw.chat import Conversation
 
 ImageLike = str | Path | Image.Image
 
@@ -65,6 +68,17 @@ class VLMPipeline:
                  **generate_kwargs: Any) -> str:
         images = [] if image is None else [image] if isinstance(image, str | Path | Image.Image) else list(image)
         return self.generate_batch([(images, prompt)], max_new_tokens, **generate_kwargs)[0]
+
+    def chat(self, image: ImageLike | Sequence[ImageLike] | None = None, **kwargs: Any) -> Conversation:
+        """A multi-turn :class:`~mmfw.chat.Conversation` (optionally showing ``image`` with the first turn); each
+        image is encoded once and the KV cache is kept between turns."""
+        from mmfw.chat import Conversation
+
+        conversation = Conversation(self, **kwargs)
+        images = [] if image is None else [image] if isinstance(image, str | Path | Image.Image) else list(image)
+        for im in images:
+            conversation.add_image(im)
+        return conversation
 
 
 def load_pipeline(path: str | Path, registries: Registries | None = None,

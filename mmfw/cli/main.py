@@ -16,6 +16,7 @@ from mmfw.training.errors import TrainingError
 COMMAND_MODULES = (
     "mmfw.cli.train",
     "mmfw.cli.generate",
+    "mmfw.cli.chat",
     "mmfw.cli.data",
     "mmfw.cli.list",
     "mmfw.cli.schema",
