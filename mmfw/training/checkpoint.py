@@ -25,6 +25,7 @@ from mmfw.config import ExperimentConfig, save_config
 from mmfw.config.loader import RESOLVED_CONFIG_NAME
 from mmfw.model.builder import WEIGHTS_NAME
 from mmfw.training.lora import plain_state_dict, save_adapters
+from mmfw.training.peft_layout import point_at_base
 
 CHECKPOINTS_DIR = "checkpoints"
 TRAINER_STATE = "trainer_state.json"
@@ -102,6 +103,7 @@ def commit_checkpoint(tmp: Path, step: int, trainer_state: dict[str, Any], keep_
         os.replace(final, trash)
         shutil.rmtree(trash, ignore_errors=True)
     os.replace(tmp, final)
+    point_at_base(final)
     _fsync_dir(final.parent)
     for old in checkpoint_dirs(tmp.parent.parent)[:-keep_last]:
         trash = old.parent / f".{old.name}.del"
@@ -148,5 +150,6 @@ def publish_dir(tmp: Path, final: Path) -> Path:
         shutil.rmtree(trash, ignore_errors=True)
     else:
         os.replace(tmp, final)
+    point_at_base(final)
     _fsync_dir(final.parent)
     return final

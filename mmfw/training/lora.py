@@ -185,12 +185,19 @@ def load_plain_state_dict(model: nn.Module, state: dict[str, torch.Tensor], sour
     model.load_state_dict(mapped, strict=False)
 
 
-def save_adapters(model: nn.Module, directory: str | Path) -> list[Path]:
-    """Write each LoRA component's adapter in peft's format to ``directory/adapters/NAME``."""
+def save_adapters(model: nn.Module, directory: str | Path, with_base: bool = True) -> list[Path]:
+    """Write each LoRA component's adapter in peft's format to ``directory/adapters/NAME``, with its trained
+    non-LoRA modules as ``modules_to_save`` and (``with_base``, LLMs) the base model in transformers format in
+    ``base/`` (see :mod:`mmfw.training.peft_layout`)."""
+    from mmfw.llms.base import LanguageModel
+    from mmfw.training.peft_layout import complete_adapter_dir
+
     out = []
     for name, peft_model in lora_components(model).items():
         path = Path(directory) / ADAPTERS_DIR / name
         peft_model.save_pretrained(str(path), safe_serialization=True)
+        complete_adapter_dir(peft_model, path, causal_lm=isinstance(getattr(model, name), LanguageModel),
+                             with_base=with_base)
         out.append(path)
     return out
 

@@ -100,3 +100,73 @@ def test_merge_refuses_to_overwrite(lora_run, tmp_path, capsys) -> None:
     (tmp_path / "exists").mkdir()
     assert main(["merge", str(run_dir), str(tmp_path / "exists")]) == 2
     assert "already exists" in capsys.readouterr().err
+
+
+PEFT_PROBE = """
+import json, sys
+import torch
+from peft import AutoPeftModelForCausalLM, PeftModel
+from transformers import AutoModelForCausalLM
+adapter, ids = sys.argv[1], torch.tensor(json.loads(sys.argv[2]))
+config = json.load(open(adapter + "/adapter_config.json"))
+base = AutoModelForCausalLM.from_pretrained(config["base_model_name_or_path"])
+with torch.no_grad():
+    a = PeftModel.from_pretrained(base, adapter).eval()(input_ids=ids).logits
+    b = AutoPeftModelForCausalLM.from_pretrained(adapter).eval()(input_ids=ids).logits
+torch.save({"peft": a, "auto": b}, sys.argv[3])
+print(json.dumps(sorted(m for m in sys.modules if m == "mmfw" or m.startswith("mmfw."))))
+"""
+
+
+@pytest.fixture(scope="module")
+def lora_modules_run(tokenizer_dir, synth_data, small_train, tmp_path_factory, registries):
+    """LoRA on the LLM with its head, final norm and embeddings trained fully (configs/quickstart-2stage.yaml)."""
+    run_dir = tmp_path_factory.mktemp("lora-modules") / "run"
+    exp = tiny_experiment_dict(tokenizer_dir, synth_data, small_train, run_dir)
+    exp["data"]["eval"] = []
+    exp["training"].update(max_steps=4, learning_rate=2e-2, save_every=2, policy={
+        "vision_encoder": "frozen", "connector": "full",
+        "llm": {"type": "lora", "r": 4, "alpha": 8, "dropout": 0.0, "target_modules": "all-linear"},
+        "modules": {"llm.model.lm_head": "full", "llm.model.model.norm": "full",
+                    "llm.model.model.embed_tokens": "full"}})
+    trainer = Trainer(load_config_dict(exp, registries), registries, progress=False)
+    trainer.train()
+    return trainer, run_dir
+
+
+def test_adapters_load_with_peft_and_transformers_alone(lora_modules_run, tmp_path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    trainer, run_dir = lora_modules_run
+    adapter = run_dir / "model" / "adapters" / "llm"
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    assert config["modules_to_save"] == ["lm_head", "model.embed_tokens", "model.norm"]
+    assert config["base_model_name_or_path"] == str((adapter / "base").resolve())
+    assert (adapter / "base" / "config.json").exists() and (adapter / "base" / "model.safetensors").exists()
+    saved = load_file(str(adapter / "adapter_model.safetensors"))
+    assert {"base_model.model.lm_head.weight", "base_model.model.model.norm.weight",
+            "base_model.model.model.embed_tokens.weight"} <= set(saved)
+    assert not list(run_dir.rglob("README.md"))  # no template model cards anywhere in the run
+    for checkpoint in (run_dir / "checkpoints").iterdir():  # renamed into place: the path follows
+        cfg = json.loads((checkpoint / "adapters/llm/adapter_config.json").read_text())
+        assert cfg["base_model_name_or_path"] == str((checkpoint / "adapters/llm/base").resolve())
+
+    live = trainer.accelerator.unwrap_model(trainer.model).eval()
+    ids = trainer.tokenizer("a red circle and a blue square", return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        reference = live.llm(input_ids=ids).logits
+    out = tmp_path / "logits.pt"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.run([sys.executable, "-c", PEFT_PROBE, str(adapter), json.dumps(ids.tolist()), str(out)],
+                          env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == []  # mmfw was never imported
+    logits = torch.load(out)
+    torch.testing.assert_close(logits["peft"], reference, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(logits["auto"], reference, atol=1e-5, rtol=1e-5)
+
+    merged, _, _ = load_model_dir(run_dir, registries=None)  # mmfw's own loader still folds everything in
+    with torch.no_grad():
+        torch.testing.assert_close(merged.llm(input_ids=ids).logits, reference, atol=1e-5, rtol=1e-5)
