@@ -72,7 +72,15 @@ def complete_adapter_dir(peft_model: PeftModel, path: str | Path, causal_lm: boo
     if causal_lm and with_base:
         base = peft_model.get_base_model()
         state = {k: v.to("cpu").contiguous() for k, v in base_state_dict(peft_model).items()}
-        base.save_pretrained(path / BASE_DIR, state_dict=state)
+        from transformers.utils import logging as hf_logging
+
+        bar = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()  # no "Writing model shards" bar in the training log
+        try:
+            base.save_pretrained(path / BASE_DIR, state_dict=state)
+        finally:
+            if bar:
+                hf_logging.enable_progress_bar()
         (path / BASE_DIR / "README.md").unlink(missing_ok=True)
         config["base_model_name_or_path"] = str((path / BASE_DIR).resolve())
     config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
