@@ -109,3 +109,21 @@ def test_cli_one_shot_prompt(run, synth_data, capsys) -> None:
                  "--max-new-tokens", "4"]) == 0
     expected = load_pipeline(run).generate(image, QUESTIONS[0], max_new_tokens=4)
     assert capsys.readouterr().out.splitlines() == [expected]
+
+
+def test_text_only_and_anyres_conversations(tmp_path, run, registries, tokenizer_dir, images) -> None:
+    pipe = load_pipeline(run, registries)
+    chat = pipe.chat(max_new_tokens=4)
+    for question in QUESTIONS[:2]:
+        chat.ask(question)
+        assert fresh_reply(pipe, chat.messages[:-1], [], 4) == chat.last_reply_ids
+    assert chat.vision_encoder_calls == 0
+
+    anyres = make_run(tmp_path / "anyres", registries, tokenizer_dir,
+                      {"type": "anyres", "grid_pinpoints": [[56, 112], [112, 56], [112, 112]]})
+    pipe = load_pipeline(anyres, registries)
+    chat = pipe.chat(images[0], max_new_tokens=4)
+    for question in QUESTIONS[:2]:
+        chat.ask(question)
+        assert fresh_reply(pipe, chat.messages[:-1], images[:1], 4) == chat.last_reply_ids
+    assert chat.vision_encoder_calls == 1
