@@ -1,5 +1,8 @@
-"""Export trained mmfw models to other ecosystems' native formats (transformers' Llava / LlavaNext)."""
+"""Export trained mmfw models to transformers: mmfw's own classes for any composition (``hf``, see
+:mod:`mmfw.export.hf_native`) or transformers' native Llava / LlavaNext (:mod:`mmfw.export.hf_llava`)."""
 
 from mmfw.export.hf_llava import FORMATS, ExportError, HFLlavaExport, HFLlavaPart, build_hf_llava, export_hf_llava
+from mmfw.export.hf_native import ExportTargetExistsError, export
 
-__all__ = ["FORMATS", "ExportError", "HFLlavaExport", "HFLlavaPart", "build_hf_llava", "export_hf_llava"]
+__all__ = ["FORMATS", "ExportError", "ExportTargetExistsError", "HFLlavaExport", "HFLlavaPart", "build_hf_llava",
+           "export", "export_hf_llava"]
