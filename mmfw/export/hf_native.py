@@ -35,7 +35,7 @@ logger = logging.getLogger(__name__)
 
 FORMATS = ("auto", "hf", *LLAVA_FORMATS)
 
-SHIMS = {  # auto_map modules written next to config.json: trust_remote_code=True works without `import mmfw.hf`
+SHIMS = {  # auto_map modules next to config.json: with trust_remote_code on, no `import mmfw.hf` is needed
     "configuration_mmfw.py": "from mmfw.hf import MMFWConfig  # noqa: F401\n",
     "modeling_mmfw.py": "from mmfw.hf import MMFWForConditionalGeneration  # noqa: F401\n",
     "processing_mmfw.py": "from mmfw.hf import MMFWImageProcessor, MMFWProcessor  # noqa: F401\n",

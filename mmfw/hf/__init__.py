@@ -11,7 +11,7 @@ written by ``mmfw export RUN OUT --format hf`` loads with::
     processor = AutoProcessor.from_pretrained(OUT)
 
 The exported ``config.json`` also names these classes in ``auto_map`` (small shim modules written next to it), so
-``from_pretrained(OUT, trust_remote_code=True)`` works without the import, wherever mmfw is installed.
+``from_pretrained(OUT)`` with ``trust_remote_code`` turned on works without the import, wherever mmfw is installed.
 """
 
 from __future__ import annotations
