@@ -170,3 +170,17 @@ def test_adapters_load_with_peft_and_transformers_alone(lora_modules_run, tmp_pa
     merged, _, _ = load_model_dir(run_dir, registries=None)  # mmfw's own loader still folds everything in
     with torch.no_grad():
         torch.testing.assert_close(merged.llm(input_ids=ids).logits, reference, atol=1e-5, rtol=1e-5)
+
+
+def test_a_lora_run_exports_as_hf(lora_modules_run, tmp_path, synth_data) -> None:
+    from transformers import AutoModelForImageTextToText
+
+    import mmfw.hf  # noqa: F401
+
+    trainer, run_dir = lora_modules_run
+    assert main(["-q", "export", str(run_dir), str(tmp_path / "hf"), "--format", "hf"]) == 0
+    hf = AutoModelForImageTextToText.from_pretrained(tmp_path / "hf").eval()
+    live = trainer.accelerator.unwrap_model(trainer.model).eval()
+    batch = _batch(live, trainer.tokenizer, synth_data)
+    with torch.no_grad():
+        torch.testing.assert_close(hf(**batch).logits, live(**batch).logits, atol=1e-5, rtol=1e-5)
