@@ -105,6 +105,21 @@ class CLIPVisionEncoder(VisionEncoder):
         out = self.model(pixel_values.to(self.dtype))
         return out.last_hidden_state[:, 1:]
 
+    def export_config(self) -> CLIPEncoderConfig:
+        """Loaded from a checkpoint: the checkpoint's architecture (when :class:`CLIPArchitecture` expresses all of
+        its vision config), so an ``hf`` export rebuilds the tower without the checkpoint."""
+        if self.cfg.pretrained is None:
+            return self.cfg
+        from transformers import CLIPVisionConfig
+
+        loaded = self.model.config.to_dict()
+        arch = CLIPArchitecture(**{k: loaded[k] for k in CLIPArchitecture.model_fields if k in loaded})
+        rebuilt = CLIPVisionConfig(**arch.model_dump()).to_dict()
+        ignore = {"_name_or_path", "architectures", "dtype", "torch_dtype", "transformers_version"}
+        if any(rebuilt.get(k) != v for k, v in loaded.items() if k not in ignore):
+            return self.cfg
+        return self.cfg.model_copy(update={"pretrained": None, "architecture": arch})
+
     def hf_llava_export(self) -> HFLlavaPart:
         """transformers' Llava vision tower: the kept layers, features from the last of them, CLS dropped
         (``vision_feature_select_strategy="default"``). The post-layernorm never reaches the features; it is

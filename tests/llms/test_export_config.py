@@ -43,3 +43,4 @@ def test_architecture_llm_exports_its_vocabulary_size(tokenizer_dir) -> None:
     exported = llm.export_config()
     assert exported.architecture.vocab_size == len(tok) and exported.architecture.hidden_size == 48
     assert llm.cfg.architecture.vocab_size is None  # the component's own config is not changed
+
