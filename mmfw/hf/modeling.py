@@ -45,6 +45,8 @@ class MMFWForConditionalGeneration(MMFWPreTrainedModel, GenerationMixin):
             registries = registries or default_registries()
             vlm, _ = build_model(config.model_config(registries), registries, without_tokenizer=True)
             vlm.image_token_id = config.image_token_id
+            if torch.get_default_dtype() != torch.float32:  # from_pretrained(..., dtype=...) asked for another dtype
+                vlm.to(torch.get_default_dtype())
         self.vlm = vlm
         self.post_init()
         for name, module in self.vlm.named_modules():  # tied weights of the wrapped transformers models

@@ -156,3 +156,15 @@ def test_trust_remote_code_loads_without_importing_mmfw(quickstart_run, tmp_path
                           timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["MMFWForConditionalGeneration", "MMFWProcessor"]
+
+
+def test_dtype_asked_of_from_pretrained_is_honoured(quickstart_run, tmp_path, synth_data) -> None:
+    out, _ = export(quickstart_run, tmp_path / "hf", "hf")
+    hf = AutoModelForImageTextToText.from_pretrained(out, dtype=torch.bfloat16).eval()
+    assert {p.dtype for p in hf.parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in AutoModelForImageTextToText.from_pretrained(out).parameters()} == {torch.float32}
+    processor = AutoProcessor.from_pretrained(out)
+    text = processor.apply_chat_template([{"role": "user", "content": "<image>\nWhat color is the shape?"}])
+    with torch.no_grad():
+        new = hf.generate(**processor(images=_images(synth_data, 1), text=text), max_new_tokens=3, do_sample=False)
+    assert new.shape[0] == 1
