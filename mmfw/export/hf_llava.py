@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mmfw.errors import ExportError
+
 if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedModel, PreTrainedTokenizerBase, ProcessorMixin
@@ -29,10 +31,6 @@ logger = logging.getLogger(__name__)
 
 FORMATS = ("hf-llava", "hf-llava-next")
 COMPONENTS = ("vision_encoder", "connector", "llm", "image_strategy")
-
-
-class ExportError(ValueError):
-    """The model (or one of its components) has no mapping to the requested transformers format."""
 
 
 @dataclass

@@ -18,6 +18,7 @@ from typing_extensions import Self
 
 from mmfw.config.base import LLMConfig, StrictModel
 from mmfw.encoders.base import DType, torch_dtype
+from mmfw.errors import TokenizerRequiredError
 
 if TYPE_CHECKING:
     from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
@@ -25,10 +26,6 @@ if TYPE_CHECKING:
     from mmfw.export.hf_llava import HFLlavaPart
 
 logger = logging.getLogger(__name__)
-
-
-class TokenizerRequiredError(ValueError):
-    """The LLM cannot be built without its tokenizer (shape-only builds need ``architecture.vocab_size``)."""
 
 
 class CausalLMArchitecture(StrictModel):

@@ -12,6 +12,7 @@ from safetensors.torch import load_model, save_model
 
 from mmfw.components import Registries
 from mmfw.config.experiment import ModelConfig
+from mmfw.errors import CheckpointMismatchError
 from mmfw.image_strategies.base import VisionGeometry
 from mmfw.model.vlm import VisionLanguageModel
 
@@ -68,10 +69,6 @@ def save_weights(model: torch.nn.Module, directory: str | Path) -> Path:
     path = directory / WEIGHTS_NAME
     save_model(model, str(path))
     return path
-
-
-class CheckpointMismatchError(ValueError):
-    """A checkpoint's tensors do not fit the model built from its config (names or shapes)."""
 
 
 def _listing(names: list[str], limit: int = 10) -> str:
