@@ -11,7 +11,7 @@ from PIL import Image
 
 from mmfw.cli.main import main
 from mmfw.config import load_config_dict
-from mmfw.inspect import format_report, inspect_config, memory_estimate
+from mmfw.inspection import format_report, inspect_config, memory_estimate
 from mmfw.model.builder import build_model
 
 

@@ -25,7 +25,7 @@ from transformers import (
 )
 
 from mmfw.config import load_config
-from mmfw.inspect import inspect_config
+from mmfw.inspection import inspect_config
 
 PRESETS = Path(__file__).resolve().parents[1] / "configs" / "presets"
 CLIP_L_336 = dict(image_size=336, patch_size=14, hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,

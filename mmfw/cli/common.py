@@ -26,11 +26,11 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
 def load_experiment(args: argparse.Namespace, registries: Registries | None = None,
                     validate: bool = True) -> ExperimentConfig:
     """The experiment config of ``args.config`` with ``--set`` overrides; with ``validate``, also checked against
-    the file system and the model geometry (:mod:`mmfw.config.validate`) before anything is built."""
+    the file system and the model geometry (:mod:`mmfw.training.validate`) before anything is built."""
     registries = registries or default_registries()
     cfg = load_config(args.config, registries, args.overrides)
     if validate:
-        from mmfw.config.validate import check_experiment
+        from mmfw.training.validate import check_experiment
 
         check_experiment(cfg, registries, source=args.config)
     return cfg

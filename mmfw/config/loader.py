@@ -19,7 +19,7 @@ from mmfw.config.experiment import ExperimentConfig, experiment_config_class
 from mmfw.errors import ConfigError, format_choices
 
 if TYPE_CHECKING:
-    from mmfw.components import Registries
+    from mmfw.config.kinds import Registries
 
 RESOLVED_CONFIG_NAME = "config.yaml"
 

@@ -8,7 +8,7 @@ output, so they are removed (as OmniLMM does for EVA02): no wasted compute, and 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import torch
 from pydantic import Field, model_validator
@@ -16,10 +16,9 @@ from typing_extensions import Self
 
 from mmfw.config.base import StrictModel, VisionEncoderConfig
 from mmfw.encoders.base import DType, VisionEncoder, VisionSpec, torch_dtype
+from mmfw.errors import ExportError
+from mmfw.interop import HFLlavaPart, prefixed
 from mmfw.registry import component
-
-if TYPE_CHECKING:
-    from mmfw.export.hf_llava import HFLlavaPart
 
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -50,6 +49,13 @@ class CLIPEncoderConfig(VisionEncoderConfig):
     image_mean: tuple[float, float, float] = OPENAI_CLIP_MEAN
     image_std: tuple[float, float, float] = OPENAI_CLIP_STD
     dtype: DType = "float32"
+
+    @property
+    def loads_weights(self) -> bool:
+        return self.pretrained is not None
+
+    def sources(self) -> dict[str, str]:
+        return {} if self.pretrained is None else {"pretrained": self.pretrained}
 
     @classmethod
     def example(cls) -> Self:
@@ -101,6 +107,12 @@ class CLIPVisionEncoder(VisionEncoder):
     def layer_groups(self) -> list[torch.nn.Module]:
         return list(self.tower.encoder.layers)
 
+    def inner_model(self) -> torch.nn.Module:
+        return self.model
+
+    def replace_inner_model(self, module: torch.nn.Module) -> None:
+        self.model = module
+
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         out = self.model(pixel_values.to(self.dtype))
         return out.last_hidden_state[:, 1:]
@@ -109,8 +121,6 @@ class CLIPVisionEncoder(VisionEncoder):
         """transformers' Llava vision tower: the kept layers, features from the last of them, CLS dropped
         (``vision_feature_select_strategy="default"``). The post-layernorm never reaches the features; it is
         exported as the identity."""
-        from mmfw.export.hf_llava import ExportError, HFLlavaPart, prefixed
-
         layers = len(self.tower.encoder.layers)
         if layers == 0:
             raise ExportError("feature_layer 0 (the embeddings) has no transformers Llava counterpart")

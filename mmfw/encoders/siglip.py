@@ -49,6 +49,13 @@ class SiglipEncoderConfig(VisionEncoderConfig):
     image_std: tuple[float, float, float] = SIGLIP_STD
     dtype: DType = "float32"
 
+    @property
+    def loads_weights(self) -> bool:
+        return self.pretrained is not None
+
+    def sources(self) -> dict[str, str]:
+        return {} if self.pretrained is None else {"pretrained": self.pretrained}
+
     @model_validator(mode="after")
     def _source(self) -> SiglipEncoderConfig:
         if (self.pretrained is None) == (self.architecture is None):
@@ -104,6 +111,12 @@ class SiglipVisionEncoder(VisionEncoder):
 
     def layer_groups(self) -> list[torch.nn.Module]:
         return list(self.tower.encoder.layers)
+
+    def inner_model(self) -> torch.nn.Module:
+        return self.model
+
+    def replace_inner_model(self, module: torch.nn.Module) -> None:
+        self.model = module
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         out = self.model(pixel_values.to(self.dtype), interpolate_pos_encoding=self.cfg.interpolate_pos_encoding)

@@ -1,4 +1,4 @@
-"""Tests for the pre-build config checks (mmfw.config.validate); the CLI catalogue is in tests/cli/test_bad_inputs."""
+"""Tests for the pre-build config checks (mmfw.training.validate, mmfw.config.validate); the CLI catalogue is in tests/cli/test_bad_inputs."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from mmfw.config import ConfigError, load_config_dict
-from mmfw.config.validate import (
+from mmfw.training.validate import (
     DEFAULT_CHECKS,
     ValidationContext,
     check_experiment,
