@@ -12,7 +12,9 @@ then reports
 * the image tokens and input tiles of an image of a given size, from the image strategy itself (the single source of
   truth the data pipeline uses), and the most tokens any image can become;
 * a memory estimate for weights, gradients and AdamW state (two fp32 moments per trainable parameter), for fp32 and
-  bf16 weights/gradients. Activations are not included.
+  bf16 weights/gradients. Activations are not included;
+* the block classes FSDP should wrap (:meth:`VisionLanguageModel.fsdp_block_classes`), the value of Accelerate's
+  ``fsdp_transformer_layer_cls_to_wrap``.
 
 Components must be buildable from an ``architecture`` (random init); a ``pretrained`` component would be loaded.
 """
@@ -90,6 +92,7 @@ def inspect_config(cfg: ExperimentConfig, registries: Registries,
         "image_tokens_max": strategy.max_tokens(),
         "image_input": list(pixels.shape),
         "memory_bytes": peak["memory_bytes"],
+        "fsdp_wrap": sorted(cls.__name__ for cls in model.fsdp_block_classes()),
     }
 
 
@@ -127,4 +130,6 @@ def format_report(report: dict[str, Any]) -> str:
     for dtype, m in report["memory_bytes"].items():
         lines.append(f"  {dtype}: weights {_bytes(m['weights'])}, gradients {_bytes(m['gradients'])}, "
                      f"AdamW {_bytes(m['optimizer'])}, total {_bytes(m['total'])}")
+    if report["fsdp_wrap"]:
+        lines.append(f"FSDP blocks (fsdp_transformer_layer_cls_to_wrap): {','.join(report['fsdp_wrap'])}")
     return "\n".join(lines)

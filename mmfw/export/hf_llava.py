@@ -48,7 +48,7 @@ def _classes(fmt: str) -> tuple[type, type, type]:
 
 def _describe(key: str, module: torch.nn.Module) -> str:
     cls = type(module)
-    return f"{KIND[key].label} {getattr(cls, 'registry_name', '?')!r} ({cls.__module__}.{cls.__qualname__})"
+    return f"{KIND[key].label} {module.cfg.type!r} ({cls.__module__}.{cls.__qualname__})"
 
 
 def collect_parts(model: VisionLanguageModel) -> dict[str, HFLlavaPart]:

@@ -38,6 +38,11 @@ class VisionLanguageModel(nn.Module):
         order."""
         return {k.key: getattr(self, k.key) for k in KINDS}
 
+    def fsdp_block_classes(self) -> set[type[nn.Module]]:
+        """The module classes FSDP should wrap one unit each: every component's blocks
+        (:meth:`ComponentContract.fsdp_block_classes`), for Accelerate's ``fsdp_transformer_layer_cls_to_wrap``."""
+        return set().union(*(c.fsdp_block_classes() for c in self.components().values()))
+
     def encode_images(self, pixel_values: torch.Tensor, image_sizes: torch.Tensor,
                       num_tiles: torch.Tensor) -> torch.Tensor:
         """``(tiles, 3, H, W)`` tiles of every image -> ``(rows, D)`` feature rows, images in order."""

@@ -39,7 +39,7 @@ _ADAPTABLE = (nn.Linear, Conv1D, nn.Embedding, nn.Conv2d)
 def wrapped_model(component: nn.Module, name: str, where: str) -> PreTrainedModel:
     """The transformers model that LoRA wraps, or a config error naming the policy key."""
     inner = component.inner_model()
-    if not isinstance(inner, PreTrainedModel):
+    if inner is None:
         raise ConfigError([f"{where}.{name}: lora needs a component that wraps a transformers model (inner_model()); "
                            f"{type(component).__name__} does not (use 'full' or 'frozen')"])
     return inner

@@ -15,7 +15,6 @@ from typing import Any
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
-from transformers import PreTrainedModel
 
 from mmfw.config.training import COMPONENTS, FrozenPolicy, FullPolicy, LoraPolicy, PolicyConfig
 from mmfw.errors import ConfigError
@@ -62,13 +61,7 @@ def _submodule(model: nn.Module, path: str, where: str) -> nn.Module:
 
 def enable_gradient_checkpointing(component: nn.Module, name: str, where: str) -> None:
     """Recompute activations in the backward pass: transformers' own switch, else per block of ``layer_groups()``."""
-    inner = component.inner_model()
-    if isinstance(inner, PreTrainedModel) and inner.supports_gradient_checkpointing:
-        kwargs = {"use_reentrant": False}
-        if hasattr(inner, "activation_checkpointing_enable"):  # transformers >= 5.x name
-            inner.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
-        else:
-            inner.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    if component.enable_gradient_checkpointing():
         return
     groups = component.layer_groups()
     if not groups:
