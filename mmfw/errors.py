@@ -18,7 +18,7 @@ from typing import Any
 
 __all__ = [
     "IGNORE_INDEX", "MMFWError", "ConfigError", "RegistryError", "UnknownComponentError", "DuplicateComponentError",
-    "PluginLoadError", "DataError", "RecordError", "TooManySkippedError", "TemplateMismatchError",
+    "PluginLoadError", "InvalidArgumentError", "DataError", "RecordError", "TooManySkippedError", "TemplateMismatchError",
     "ImageTokenCountError", "FusionError", "CheckpointMismatchError", "TokenizerRequiredError", "ExportError",
     "TrainingError", "NonFiniteLossError", "RunExistsError", "closest_first", "format_choices",
 ]
@@ -97,6 +97,10 @@ class DuplicateComponentError(RegistryError):
 
 class PluginLoadError(RegistryError):
     """An installed plugin (``mmfw.plugins`` entry point) could not be imported."""
+
+
+class InvalidArgumentError(MMFWError, ValueError):
+    """An argument of a public function (a CLI flag, a generator setting) outside its valid values; names it."""
 
 
 # -- data ----------------------------------------------------------------------------------------------------------

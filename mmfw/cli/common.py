@@ -6,7 +6,8 @@ import argparse
 import sys
 
 from mmfw.components import Registries, default_registries
-from mmfw.config import ConfigError, ExperimentConfig, load_config
+from mmfw.config import ExperimentConfig, load_config
+from mmfw.errors import ConfigError, DataError, InvalidArgumentError
 
 
 class CLIError(Exception):
@@ -45,9 +46,7 @@ def report(err: BaseException) -> int:
     if isinstance(err, CLIError):
         print(f"error: {err}", file=sys.stderr)
         return err.exit_code
-    from mmfw.data.errors import DataError
-
-    if isinstance(err, DataError):
+    if isinstance(err, DataError | InvalidArgumentError):
         for line in str(err).splitlines():
             print(f"error: {line}", file=sys.stderr)
         return 2

@@ -9,9 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from mmfw.cli.common import CLIError, report
-from mmfw.config import ConfigError
-from mmfw.registry import RegistryError
-from mmfw.training.errors import TrainingError
+from mmfw.errors import MMFWError
 
 COMMAND_MODULES = (
     "mmfw.cli.train",
@@ -24,7 +22,9 @@ COMMAND_MODULES = (
     "mmfw.cli.merge",
 )
 
-EXPECTED_ERRORS = (ConfigError, CLIError, RegistryError, FileNotFoundError, ValueError, TrainingError)
+EXPECTED_ERRORS = (MMFWError, CLIError, FileNotFoundError)
+"""Errors about the user's input, printed as one line each (exit code 2, or 1 for a file that is missing). Anything
+else is a bug and keeps its traceback; ``--debug`` shows the traceback of these too."""
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from mmfw.errors import CheckpointMismatchError
+
 if TYPE_CHECKING:  # peft is imported where adapters are loaded (not needed to name them)
     from peft import PeftModel
 
@@ -95,7 +97,7 @@ def load_plain_state_dict(model: nn.Module, state: dict[str, torch.Tensor], sour
             missing.append(pk)
     unexpected = sorted(set(state) - {plain_key(k, wrapped) for k in target})
     if missing or unexpected:
-        raise ValueError(f"{source} does not match the model: missing keys {sorted(missing)[:10]}, unexpected keys "
+        raise CheckpointMismatchError(f"{source} does not match the model: missing keys {sorted(missing)[:10]}, unexpected keys "
                          f"{unexpected[:10]}")
     model.load_state_dict(mapped, strict=False)
 
@@ -125,12 +127,12 @@ def load_adapter_weights(model: nn.Module, directory: str | Path) -> None:
     wrapped = lora_components(model)
     found = adapter_dirs(directory)
     if set(found) != set(wrapped):
-        raise ValueError(f"{directory}: adapters for {sorted(found)} but the model has LoRA on {sorted(wrapped)}")
+        raise CheckpointMismatchError(f"{directory}: adapters for {sorted(found)} but the model has LoRA on {sorted(wrapped)}")
     for name, path in found.items():
         result = set_peft_model_state_dict(wrapped[name], load_file(str(path / "adapter_model.safetensors")))
         bad = [k for k in result.unexpected_keys if is_lora_parameter(k)]
         if bad:
-            raise ValueError(f"{path}: unexpected adapter keys {bad[:5]}")
+            raise CheckpointMismatchError(f"{path}: unexpected adapter keys {bad[:5]}")
 
 
 def load_adapters(model: VisionLanguageModel, directory: str | Path, merge: bool = True) -> list[str]:

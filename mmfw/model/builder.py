@@ -8,8 +8,9 @@ that path in front (``model.image_strategy.grid_pinpoints[0]: ...``).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -30,12 +31,14 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 WEIGHTS_NAME = "model.safetensors"
 
 
 def load_tokenizer(cfg: ModelConfig, registries: Registries) -> PreTrainedTokenizerBase:
     """The LLM's tokenizer with the image placeholder added as one special token."""
-    tokenizer = registries.llms.get(cfg.llm.type).load_tokenizer(cfg.llm)
+    tokenizer = located("llm", lambda: registries.llms.get(cfg.llm.type).load_tokenizer(cfg.llm))
     ensure_image_token(tokenizer, cfg.fusion.image_token)
     return tokenizer
 
@@ -48,13 +51,23 @@ def ensure_image_token(tokenizer: PreTrainedTokenizerBase, image_token: str) -> 
     return tokenizer.convert_tokens_to_ids(image_token)
 
 
-def build_component(registries: Registries, key: str, cfg: Any, /, **deps: Any) -> Any:
-    """The component of kind ``key`` selected by ``cfg``; a :class:`ConfigError` it raises about its own fields is
-    located under ``model.<key>``."""
+def located(key: str, make: Callable[[], T]) -> T:
+    """``make()``, with the errors a component raises about its config located under ``model.<key>``: a
+    :class:`ConfigError` (relative to the component's fields) and a ``ValueError`` (the component rejects its config
+    or its dependencies, e.g. widths that do not fit) become one :class:`ConfigError`."""
+    where = f"model.{key}"
     try:
-        return registries.of(key).build(cfg, **deps)
+        return make()
     except ConfigError as e:
-        raise e.at(f"model.{key}") from None
+        raise e.at(where) from e
+    except ValueError as e:
+        msg = str(e)
+        raise ConfigError([msg if msg.startswith(f"{where}.") else f"{where}: {msg}"]) from e
+
+
+def build_component(registries: Registries, key: str, cfg: Any, /, **deps: Any) -> Any:
+    """The component of kind ``key`` selected by ``cfg``, its config errors located (see :func:`located`)."""
+    return located(key, lambda: registries.of(key).build(cfg, **deps))
 
 
 def vision_geometry(vision: VisionEncoder, connector: Connector) -> VisionGeometry:

@@ -93,16 +93,13 @@ class ValidationContext(ConfigContext):
                            geometry=vision_geometry(vision, connector), hidden_size=llm.hidden_size)
 
     def _build(self, key: str, cfg: Any, device: str = "meta", **deps: Any) -> Any | None:
-        """The component on ``device``; a ConfigError or ValueError it raises becomes a problem at ``model.<key>``."""
-        where = f"model.{key}"
+        """The component on ``device``; the config error it raises (located at ``model.<key>`` by
+        :func:`~mmfw.model.builder.build_component`) becomes a problem."""
         try:
             with torch.device(device):
                 return build_component(self.registries, key, cfg, **deps)
         except ConfigError as e:
             self.build_problems.extend(e.problems)
-        except ValueError as e:
-            msg = str(e)
-            self.build_problems.append(msg if msg.startswith(f"{where}.") else f"{where}: {msg}")
         return None
 
     @cached_property
