@@ -30,8 +30,9 @@ T = TypeVar("T")
 def component(name: str, *, config: type) -> Callable[[type[T]], type[T]]:
     """Class decorator declaring a component's registry name and config class.
 
-    Only annotates the class (``cls.registry_name``, ``cls.config_class``) and sets the config's ``type`` default;
-    registration itself happens through a plugin hook.
+    Only annotates the class (``cls.registry_name``, ``cls.config_class``); registration itself happens through a
+    plugin hook. The config class declares ``type: Literal[name] = name`` itself; :meth:`Registry.register` checks that
+    its default equals ``name``.
     """
 
     def wrap(cls: type[T]) -> type[T]:
