@@ -17,7 +17,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_model, save_model
 
 from mmfw.config.experiment import ModelConfig
-from mmfw.errors import CheckpointMismatchError, ConfigError
+from mmfw.errors import CheckpointMismatchError, ConfigError, MMFWError
 from mmfw.model.vlm import VisionLanguageModel
 from mmfw.specs import LLMGeometry, VisionGeometry
 
@@ -53,13 +53,16 @@ def ensure_image_token(tokenizer: PreTrainedTokenizerBase, image_token: str) -> 
 
 def located(key: str, make: Callable[[], T]) -> T:
     """``make()``, with the errors a component raises about its config located under ``model.<key>``: a
-    :class:`ConfigError` (relative to the component's fields) and a ``ValueError`` (the component rejects its config
-    or its dependencies, e.g. widths that do not fit) become one :class:`ConfigError`."""
+    :class:`ConfigError` (relative to the component's fields) and a plain ``ValueError`` (the component rejects its
+    config or its dependencies, e.g. widths that do not fit) become one :class:`ConfigError`; other mmfw errors pass
+    through."""
     where = f"model.{key}"
     try:
         return make()
     except ConfigError as e:
         raise e.at(where) from e
+    except MMFWError:  # already says what it is (e.g. TokenizerRequiredError)
+        raise
     except ValueError as e:
         msg = str(e)
         raise ConfigError([msg if msg.startswith(f"{where}.") else f"{where}: {msg}"]) from e
