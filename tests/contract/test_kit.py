@@ -68,6 +68,20 @@ class KeepsCLSEncoder(CLIPVisionEncoder):
         return self.model(pixel_values.to(self.dtype)).last_hidden_state
 
 
+class WrongLayerExportConfig(CLIPEncoderConfig):
+    type: Literal["wrong-layer-export"] = "wrong-layer-export"
+
+
+@component("wrong-layer-export", config=WrongLayerExportConfig)
+class WrongLayerExportEncoder(CLIPVisionEncoder):
+    """Its transformers mapping reads the hidden states one layer too early."""
+
+    def hf_llava_export(self):
+        part = super().hf_llava_export()
+        part.config["vision_feature_layer"] = -2
+        return part
+
+
 class UndercountConfig(ResizeStrategyConfig):
     type: Literal["undercount"] = "undercount"
 
@@ -97,6 +111,7 @@ def broken() -> Registries:
     regs.connectors.register(LaxConnector)
     regs.vision_encoders.register(UnusedHeadEncoder)
     regs.vision_encoders.register(KeepsCLSEncoder)
+    regs.vision_encoders.register(WrongLayerExportEncoder)
     regs.image_strategies.register(UndercountStrategy)
     return regs
 
@@ -147,6 +162,16 @@ def test_strategy_token_count_is_checked_on_the_whole_model(broken: Registries, 
         "image strategy 'undercount': image-tokens: a 45x30 image gave (16, 48) feature rows but "
         "image_strategy.num_tokens((45, 30)) says 15 (LLM width 48): num_tokens must count what the encoder, "
         "connector.num_tokens and merge produce"]
+
+
+def test_export_mapping_must_reproduce_the_model(broken: Registries, tokenizer_dir) -> None:
+    err = violation(check_vision_encoder, component="wrong-layer-export", registries=broken,
+                    tokenizer_dir=tokenizer_dir, only=["export", "output-shape"])
+    assert len(err.violations) == 1
+    assert re.fullmatch(
+        r"vision encoder 'wrong-layer-export': export: the hf-llava export, reloaded by transformers, gives logits up "
+        r"to [0-9.e-]+ away from the mmfw model's on the same image and text: the mapping must reproduce the "
+        r"component: .*", err.violations[0])
 
 
 def test_lax_config_breaks_strictness(broken: Registries, tokenizer_dir) -> None:

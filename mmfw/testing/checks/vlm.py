@@ -149,7 +149,8 @@ def meta_build(cut: ComponentUnderTest) -> None:
 @contract(KINDS, "export")
 def export(cut: ComponentUnderTest) -> None:
     """When the component declares ``hf_llava_export``, the whole model exports: the parts name transformers'
-    config keys and the weights fit transformers' Llava model, names and shapes (no declaration: nothing to check)."""
+    config keys, the weights fit transformers' Llava model, and the export reloaded by transformers gives the mmfw
+    model's logits (no declaration, or an ``ExportError`` for settings without a counterpart: nothing to check)."""
     vlm, tok = model(cut)
     module = getattr(vlm, SLOTS[cut.kind])
     hook = getattr(module, "hf_llava_export", None)
@@ -178,4 +179,34 @@ def export(cut: ComponentUnderTest) -> None:
     except ExportError as e:
         cut.fail(f"the {allowed[0]} export does not fit transformers: {e}",
                  "name every weight and config key as transformers' Llava model does, with its shapes")
-    cut.require(dict(exported.model.named_parameters()), "the exported model has no parameters", "export the weights")
+    theirs, ours = exported_logits(cut, vlm, tok, exported)
+    worst = float((theirs - ours).abs().max())
+    cut.require(worst <= 1e-3, f"the {exported.format} export, reloaded by transformers, gives logits up to {worst:.3g} "
+                "away from the mmfw model's on the same image and text",
+                "the mapping must reproduce the component: same weights under transformers' names, the same feature "
+                "layer and token selection, the same config values")
+
+
+def exported_logits(cut: ComponentUnderTest, vlm, tok, exported) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits of the export reloaded with transformers' Auto class and of the mmfw model, for one image sample."""
+    import tempfile
+
+    from transformers import AutoModelForImageTextToText
+
+    batch, _ = image_batch(vlm, tok)
+    ids, mask, px = batch["input_ids"][:1], batch["attention_mask"][:1], batch["pixel_values"]
+    with tempfile.TemporaryDirectory(prefix="mmfw-testing-export-") as out:
+        exported.save(out)
+        hf = cut.run("reloading the export", lambda: AutoModelForImageTextToText.from_pretrained(out).eval(),
+                     "the saved config must load with transformers' Auto classes")
+    hf_inputs = {"input_ids": ids, "attention_mask": mask, "pixel_values": px}
+    if exported.format == "hf-llava-next":  # (images, tiles, 3, H, W) and (height, width) per image
+        width, height = batch["image_sizes"][0].tolist()
+        hf_inputs |= {"pixel_values": px.unsqueeze(0), "image_sizes": torch.tensor([[height, width]])}
+    vlm.eval()
+    with torch.no_grad():
+        ours = vlm(input_ids=ids, attention_mask=mask, pixel_values=px, image_sizes=batch["image_sizes"],
+                   num_tiles=batch["num_tiles"]).logits
+        theirs = cut.run("the reloaded export's forward", lambda: hf(**hf_inputs).logits,
+                         "the exported model must run on the same inputs")
+    return theirs.float(), ours.float()
