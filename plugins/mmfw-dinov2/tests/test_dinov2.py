@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
+pytest.importorskip("mmfw_dinov2", reason="the mmfw-dinov2 plugin is not installed (pip install -e plugins/mmfw-dinov2)")
 import torch
 from mmfw_dinov2.encoder import DINOv2Architecture, DINOv2EncoderConfig
 from PIL import Image

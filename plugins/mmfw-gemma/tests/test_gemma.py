@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
+pytest.importorskip("mmfw_gemma", reason="the mmfw-gemma plugin is not installed (pip install -e plugins/mmfw-gemma)")
 import torch
 from mmfw_gemma.llm import GEMMA_CHAT_TEMPLATE
 from PIL import Image
