@@ -93,8 +93,13 @@ class _Failure(Exception):
 
 
 def installed_registries(plugins: Sequence[Any] = ()) -> Registries:
-    """mmfw's components, every installed plugin (entry points) and the given plugin modules or objects."""
-    return collect_registries(make_plugin_manager(extra_plugins=list(plugins)))
+    """mmfw's components, every installed plugin (entry points) and the given plugin modules or objects (those
+    already installed are not registered twice)."""
+    pm = make_plugin_manager()
+    for i, plugin in enumerate(plugins):
+        if not pm.is_registered(plugin):
+            pm.register(plugin, name=getattr(plugin, "__name__", f"extra-plugin-{i}"))
+    return collect_registries(pm)
 
 
 @functools.cache
