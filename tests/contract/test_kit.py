@@ -11,7 +11,7 @@ from typing import Literal
 
 import pytest
 import torch
-from pydantic import ConfigDict
+from pydantic import ConfigDict, Field
 
 from mmfw.components import Registries, collect_registries, make_plugin_manager
 from mmfw.config.base import ComponentConfig
@@ -104,11 +104,26 @@ class LaxConnector(MLPConnector):
     """Silently ignores unknown config keys."""
 
 
+class ForgetfulConfig(MLPConnectorConfig):
+    type: Literal["forgetful"] = "forgetful"
+    scale: float = Field(1.0, exclude=True)
+
+    @classmethod
+    def example(cls) -> ForgetfulConfig:
+        return cls(scale=2.0)
+
+
+@component("forgetful", config=ForgetfulConfig)
+class ForgetfulConnector(MLPConnector):
+    """Its config leaves a field out of its dump: a saved run would rebuild it differently."""
+
+
 @pytest.fixture(scope="module")
 def broken() -> Registries:
     regs = collect_registries(make_plugin_manager(load_entry_points=False))
     regs.connectors.register(ExtraTokenConnector)
     regs.connectors.register(LaxConnector)
+    regs.connectors.register(ForgetfulConnector)
     regs.vision_encoders.register(UnusedHeadEncoder)
     regs.vision_encoders.register(KeepsCLSEncoder)
     regs.vision_encoders.register(WrongLayerExportEncoder)
@@ -179,6 +194,16 @@ def test_lax_config_breaks_strictness(broken: Registries, tokenizer_dir) -> None
                     only=["config-strict"])
     assert err.violations == ["connector 'lax': config-strict: an unknown key 'no_such_field' was accepted: keep "
                               "extra='forbid' (subclass the mmfw config base)"]
+
+
+def test_config_that_does_not_round_trip(broken: Registries, tokenizer_dir) -> None:
+    err = violation(check_connector, component="forgetful", registries=broken, tokenizer_dir=tokenizer_dir,
+                    only=["config-round-trip", "config-strict"])
+    assert len(err.violations) == 1
+    assert err.violations[0].startswith("connector 'forgetful': config-round-trip: the config loaded from its dump "
+                                        "differs: ")
+    assert err.violations[0].endswith(": fields must dump to values that load back equal (use pydantic types, no "
+                                      "custom objects)")
 
 
 def test_a_given_config_is_checked_instead_of_the_example(broken: Registries, tokenizer_dir) -> None:

@@ -12,11 +12,12 @@ from mmfw.config.base import (
     LLMConfig,
     VisionEncoderConfig,
 )
+from mmfw.config.loader import load_config_dict
 from mmfw.connectors.base import Connector
 from mmfw.encoders.base import VisionEncoder
 from mmfw.image_strategies.base import ImageStrategy
 from mmfw.llms.base import LanguageModel
-from mmfw.testing.core import KINDS, ComponentUnderTest, contract
+from mmfw.testing.core import KINDS, SLOTS, ComponentUnderTest, contract
 
 BASES = {
     "vision_encoders": (VisionEncoder, VisionEncoderConfig),
@@ -55,7 +56,8 @@ def classes(cut: ComponentUnderTest) -> None:
 @contract(KINDS, "config-round-trip")
 def config_round_trip(cut: ComponentUnderTest) -> None:
     """The example config is an instance of the registered class, and dumping it (JSON and YAML) and loading the
-    dump gives an equal config (a run directory's saved config rebuilds the same component)."""
+    dump, alone and inside an experiment config, gives an equal config (a run's saved config rebuilds the same
+    component)."""
     cfg = cut.config
     cfg_cls = cut.entry.config
     cut.require(type(cfg) is cfg_cls and isinstance(cfg, ComponentConfig),
@@ -71,6 +73,14 @@ def config_round_trip(cut: ComponentUnderTest) -> None:
                    "the JSON dump must be plain YAML data")
     cut.require(cfg_cls.model_validate(yaml.safe_load(text)) == cfg, "the config does not survive a YAML round trip",
                 "fields must load back equal from YAML (tuples and lists, str keys)")
+    slot = SLOTS[cut.kind]
+    model = {SLOTS[kind]: cut.partner_config(kind).model_dump(mode="json") for kind in KINDS}
+    loaded = cut.run("loading it in an experiment config", lambda: load_config_dict(
+        {"model": model, "training": {"max_steps": 1}}, cut.registries).model, "the dump must load through the "
+        "registries as `model." + slot + ": {type: " + cut.name + ", ...}` in a YAML experiment")
+    cut.require(type(getattr(loaded, slot)) is cfg_cls and getattr(loaded, slot) == cfg,
+                f"model.{slot} loaded from an experiment config is {getattr(loaded, slot)!r}, not {cfg!r}",
+                "keep the config's fields plain pydantic fields (the loader picks the class by `type`)")
 
 
 @contract(KINDS, "config-strict")
