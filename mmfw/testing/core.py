@@ -167,11 +167,6 @@ class ComponentUnderTest:
         given = self._partners.get(kind, BASE_COMBO[kind])
         return self.example_config(kind, given) if isinstance(given, str) else given
 
-    def with_config(self, cfg: ComponentConfig) -> ComponentUnderTest:
-        """The same component under a changed config (same registries, tokenizer and partners)."""
-        return ComponentUnderTest(self.kind, cfg, registries=self.registries, tokenizer_dir=self._tokenizer_dir,
-                                  partners=self._partners)
-
     def cached(self, key: str, make: Callable[[], Any]) -> Any:
         if key not in self._cache:
             self._cache[key] = make()
