@@ -55,7 +55,7 @@ def check_component(kind: str, component: str | ComponentConfig, *, registries: 
 
     ``registries`` defaults to mmfw + installed plugins + ``plugins`` (hook modules not installed yet);
     ``partners`` (kind -> name or config) replaces the base components of the whole-model checks. Returns the names
-    of the contracts checked; raises :class:`ContractViolation` listing every broken one.
+    of the contracts checked and kept (not those that do not apply); raises :class:`ContractViolation` listing every broken one.
     """
     cut = ComponentUnderTest(kind, component, registries=registries, plugins=plugins, tokenizer_dir=tokenizer_dir,
                              partners=partners)

@@ -92,6 +92,10 @@ class _Failure(Exception):
     """Raised by :meth:`ComponentUnderTest.fail`; turned into a :class:`ContractViolation` by ``check``."""
 
 
+class _NotApplicable(Exception):
+    """Raised by :meth:`ComponentUnderTest.not_applicable`; ``check`` returns its reason."""
+
+
 def installed_registries(plugins: Sequence[Any] = ()) -> Registries:
     """mmfw's components, every installed plugin (entry points) and the given plugin modules or objects (those
     already installed are not registered twice)."""
@@ -176,6 +180,10 @@ class ComponentUnderTest:
         """Report a broken promise: ``what`` was observed, ``fix`` says what the component must do instead."""
         raise _Failure(f"{what}: {fix}")
 
+    def not_applicable(self, reason: str) -> None:
+        """The contract does not apply to this component (e.g. dynamic sizes for a fixed-size encoder)."""
+        raise _NotApplicable(reason)
+
     def require(self, ok: Any, what: str, fix: str) -> None:
         if not ok:
             self.fail(what, fix)
@@ -184,7 +192,7 @@ class ComponentUnderTest:
         """Call ``fn``; an exception from the component becomes a failure naming ``step`` and ``fix``."""
         try:
             return fn()
-        except _Failure:
+        except (_Failure, _NotApplicable):
             raise
         except Exception as e:
             raise _Failure(f"{step} raised {type(e).__name__}: {e}: {fix}") from e
@@ -201,14 +209,17 @@ class ComponentUnderTest:
     def contracts(self) -> list[Contract]:
         return contracts(self.kind)
 
-    def check(self, name: str) -> None:
-        """Run contract ``name``; raises :class:`ContractViolation` if the component breaks it."""
+    def check(self, name: str) -> str | None:
+        """Run contract ``name``: None when the component keeps it, the reason when the contract does not apply to
+        it; raises :class:`ContractViolation` if the component breaks it."""
         found = [c for c in self.contracts() if c.name == name]
         if not found:
             raise ValueError(f"no contract {name!r} for {self.kind}; valid: "
                              + ", ".join(c.name for c in self.contracts()))
         try:
             found[0].check(self)
+        except _NotApplicable as e:
+            return f"{self.label}: {name} does not apply: {e}"
         except _Failure as e:
             raise ContractViolation(f"{self.label}: {name}: {e}") from e.__cause__
         except ContractViolation:
@@ -218,7 +229,7 @@ class ComponentUnderTest:
 
     def check_all(self, only: Iterable[str] | None = None, skip: Iterable[str] = ()) -> list[str]:
         """Run every contract (or those in ``only``, minus ``skip``); one :class:`ContractViolation` lists every
-        broken one. Returns the names of the contracts that passed."""
+        broken one. Returns the names of the contracts that were checked and kept (not those that do not apply)."""
         only = None if only is None else set(only)
         names = [c.name for c in self.contracts() if (only is None or c.name in only) and c.name not in set(skip)]
         if only is not None and (unknown := sorted(only - {c.name for c in self.contracts()})):
@@ -226,8 +237,8 @@ class ComponentUnderTest:
         passed, broken = [], []
         for name in names:
             try:
-                self.check(name)
-                passed.append(name)
+                if self.check(name) is None:
+                    passed.append(name)
             except ContractViolation as e:
                 broken.append(str(e))
         if broken:

@@ -59,7 +59,7 @@ def dynamic_sizes(cut: ComponentUnderTest) -> None:
     """A ``dynamic_size`` encoder accepts non-native, non-square sizes with the grid ``spec.grid`` gives."""
     enc = encoder(cut)
     if not enc.spec.dynamic_size:
-        return
+        cut.not_applicable("a fixed-size encoder (spec.dynamic_size is false)")
     p = enc.spec.patch_size
     for h, w in [(3 * p, 5 * p), (5 * p + 3, 2 * p - 1), (p, 7 * p)]:
         out = cut.run(f"forward at {h}x{w}", lambda h=h, w=w: enc(torch.randn(1, 3, h, w)),

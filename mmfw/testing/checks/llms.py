@@ -150,7 +150,7 @@ def extra_special_tokens(cut: ComponentUnderTest) -> None:
     """``extra_special_tokens`` (when the config has it) become single tokens with embedding rows."""
     cfg = cut.config
     if "extra_special_tokens" not in type(cfg).model_fields:
-        return
+        cut.not_applicable("the config has no extra_special_tokens field")
     specials = ["<im_start>", "<im_patch>", "<im_end>"]
     cfg = type(cfg).model_validate({**cfg.model_dump(), "extra_special_tokens": specials})
     tok = cut.run("load_tokenizer", lambda: cut.registries.llms.get(cut.name).load_tokenizer(cfg),

@@ -155,13 +155,13 @@ def export(cut: ComponentUnderTest) -> None:
     module = getattr(vlm, SLOTS[cut.kind])
     hook = getattr(module, "hf_llava_export", None)
     if hook is None:
-        return
+        cut.not_applicable("it declares no transformers mapping (no hf_llava_export)")
     from mmfw.export.hf_llava import FORMATS, ExportError, HFLlavaPart, build_hf_llava, collect_parts
 
     try:
         part = hook()
-    except ExportError:
-        return  # a documented "no counterpart for these settings"
+    except ExportError as e:
+        cut.not_applicable(f"its settings have no transformers counterpart: {e}")
     except Exception as e:
         cut.fail(f"hf_llava_export raised {type(e).__name__}: {e}",
                  "return an HFLlavaPart, or raise ExportError when the settings have no counterpart")
@@ -169,11 +169,11 @@ def export(cut: ComponentUnderTest) -> None:
                 "return mmfw.export.hf_llava.HFLlavaPart")
     try:
         parts = collect_parts(vlm)
-    except ExportError:
-        return  # a partner without a mapping: nothing this component can fix
+    except ExportError as e:
+        cut.not_applicable(f"a partner has no transformers mapping: {e}")
     allowed = [f for f in FORMATS if all(f in p.formats for p in parts.values())]
     if not allowed:
-        return  # the partners export to another format
+        cut.not_applicable("its partners export to other formats")
     try:
         exported = build_hf_llava(vlm, tok, allowed[0])
     except ExportError as e:
