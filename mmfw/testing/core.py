@@ -12,7 +12,9 @@ whose message names the component, the contract and the fix, e.g.::
 
 from __future__ import annotations
 
+import atexit
 import functools
+import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -109,12 +111,13 @@ def installed_registries(plugins: Sequence[Any] = ()) -> Registries:
 @functools.cache
 def tiny_tokenizer_dir() -> Path:
     """A small offline byte-level BPE tokenizer (with a ChatML template), trained once per process into a temporary
-    directory: what an LLM's ``example(tokenizer=...)`` config is built over."""
+    directory (removed at exit): what an LLM's ``example(tokenizer=...)`` config is built over."""
     from mmfw.data.tokenizer_train import train_tokenizer
 
     texts = ["What colour is the square?", "a red square on the left", "two circles and a blue triangle",
              "How many shapes are there?", "You answer briefly.", "only text here, no image at all"] * 4
     out = Path(tempfile.mkdtemp(prefix="mmfw-testing-tokenizer-"))
+    atexit.register(shutil.rmtree, out, ignore_errors=True)
     train_tokenizer(texts, out, vocab_size=300)
     return out
 
