@@ -24,16 +24,16 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from mmfw.components import Registries, collect_registries, make_plugin_manager
+from mmfw.config.kinds import KINDS as COMPONENT_KINDS
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
     from mmfw.config.base import ComponentConfig
 
-KINDS = ("vision_encoders", "connectors", "llms", "image_strategies")
-"""Registry attributes of :class:`~mmfw.components.Registries`, in model order."""
-SLOTS = {"vision_encoders": "vision_encoder", "connectors": "connector", "llms": "llm",
-         "image_strategies": "image_strategy"}
+KINDS = tuple(kind.registry for kind in COMPONENT_KINDS)
+"""Registry attributes of :class:`~mmfw.components.Registries`, in model order (from :data:`mmfw.config.kinds.KINDS`)."""
+SLOTS = {kind.registry: kind.key for kind in COMPONENT_KINDS}
 """The :class:`~mmfw.config.experiment.ModelConfig` field of each kind."""
 BASE_COMBO = {"vision_encoders": "clip", "connectors": "mlp", "llms": "llama", "image_strategies": "resize"}
 """The partners a component is composed with into a whole model (itself in its own slot)."""
