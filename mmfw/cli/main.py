@@ -22,6 +22,8 @@ COMMAND_MODULES = (
     "mmfw.cli.inspect",
     "mmfw.cli.export",
     "mmfw.cli.merge",
+    "mmfw.cli.plot",
+    "mmfw.cli.eval",
 )
 
 EXPECTED_ERRORS = (ConfigError, CLIError, RegistryError, FileNotFoundError, ValueError, TrainingError)
