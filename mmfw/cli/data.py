@@ -1,6 +1,7 @@
 """``mmfw data ...``: dataset utilities.
 
-* ``synth``: write the procedural visual-QA dataset.
+* ``synth``: write the procedural visual-QA dataset (``--out``, default ``data/synth``; an existing dataset there is
+  replaced only with ``--overwrite``).
 * ``check CONFIG``: run every record of the configured datasets (``data`` and each stage's own ``data``) through
   the training pipeline (without training) and report every problem (one line each on stderr, with file, line, record id and reason), the distribution of
   sequence lengths (text + image tokens) and how many samples ``data.max_length`` truncates or drops. Exit code 2
@@ -25,7 +26,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("data", help="dataset utilities")
     dsub = p.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")
     s = dsub.add_parser("synth", help="write a synthetic visual-QA dataset (PNG images + LLaVA JSON)")
-    s.add_argument("--out", default="data/synth", help="output directory")
+    s.add_argument("--out", default="data/synth", help="output directory (default: data/synth, the quickstart's)")
+    s.add_argument("--overwrite", action="store_true", help="replace a dataset that is already in --out")
     s.add_argument("--num-train", type=int, default=20000)
     s.add_argument("--num-eval", type=int, default=600)
     s.add_argument("--image-size", type=int, default=64)
@@ -68,7 +70,14 @@ def _task_weight(text: str) -> tuple[str, float]:
 
 
 def run_synth(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from mmfw.data.synth import generate_synthetic_vqa
+
+    present = [name for name in ("train.json", "eval.json") if (Path(args.out) / name).exists()]
+    if present and not args.overwrite:
+        raise CLIError(f"{args.out} already holds a dataset ({', '.join(present)}); pass --overwrite to replace it "
+                       "or --out DIR to write another one")
 
     paths = generate_synthetic_vqa(args.out, num_train=args.num_train, num_eval=args.num_eval,
                                    image_size=args.image_size, seed=args.seed, tasks=args.tasks,
