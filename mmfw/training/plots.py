@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -83,9 +84,8 @@ def plot_loss(records: Sequence[dict[str, Any]], out: str | Path, title: str = "
             from matplotlib.ticker import FuncFormatter
 
             ax.set_yscale("log")
-            plain = FuncFormatter(lambda v, _: f"{v:g}")
-            ax.yaxis.set_major_formatter(plain)
-            ax.yaxis.set_minor_formatter(plain)
+            ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.yaxis.set_minor_formatter(FuncFormatter(_minor_label))
         ax.set_xlabel("step")
         ax.set_ylabel("loss (per supervised token)")
         ax.grid(True, alpha=0.3)
@@ -106,7 +106,7 @@ def plot_loss(records: Sequence[dict[str, Any]], out: str | Path, title: str = "
             ax.annotate(name, (x, 1), xycoords=("data", "axes fraction"), xytext=(3, -12),
                         textcoords="offset points", fontsize=8, color="grey")
         if handles:
-            ax.legend(handles, labels, loc="best", fontsize=9)
+            ax.legend(handles, labels, loc="center right", fontsize=9)
         if not drawn and not xs:
             ax.text(0.5, 0.5, "no losses logged yet", transform=ax.transAxes, ha="center", va="center")
         ax.set_title(title or "training")
@@ -143,7 +143,7 @@ def plot_eval_samples(predictions: Sequence[dict[str, Any]], out: str | Path, n:
         return None
     plt = _pyplot()
     rows = math.ceil(len(chosen) / columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(2.6 * columns, 3.1 * rows), dpi=100, squeeze=False)
+    fig, axes = plt.subplots(rows, columns, figsize=(2.6 * columns, 3.2 * rows), dpi=100, squeeze=False)
     try:
         for ax in axes.flat:
             ax.axis("off")
@@ -157,7 +157,8 @@ def plot_eval_samples(predictions: Sequence[dict[str, Any]], out: str | Path, n:
             for spine in ax.spines.values():
                 spine.set_color(color)
                 spine.set_linewidth(1 if ok else 4)
-            question = _short(p.get("question", ""), 34)
+            lines = textwrap.wrap(" ".join(str(p.get("question", "")).split()), 32) or [""]
+            question = "\n".join(lines[:2]) + ("…" if len(lines) > 2 else "")
             ax.set_title(question, fontsize=8)
             mark = "right" if ok else "WRONG"
             ax.set_xlabel(f"answer: {_short(p.get('reference', ''), 16)}\npredicted: "
@@ -165,13 +166,19 @@ def plot_eval_samples(predictions: Sequence[dict[str, Any]], out: str | Path, n:
         n_wrong = sum(1 for p in predictions if not p.get("correct"))
         fig.suptitle(title or f"eval samples ({len(chosen)} of {len(predictions)}; {n_wrong} wrong in all, "
                               "wrong ones framed in red)", fontsize=10)
-        fig.tight_layout()
+        fig.tight_layout(h_pad=1.2)
         out = Path(out)
         out.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(out)
     finally:
         plt.close(fig)
     return out
+
+
+def _minor_label(value: float, _: int) -> str:
+    """Labels for the minor ticks of a log axis: 2x and 5x a power of ten only (the others stay unlabelled)."""
+    mantissa = value / 10 ** math.floor(math.log10(value)) if value > 0 else 0
+    return f"{value:g}" if round(mantissa) in (2, 5) and abs(mantissa - round(mantissa)) < 1e-6 else ""
 
 
 def _short(text: str, width: int) -> str:
