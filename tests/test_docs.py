@@ -73,19 +73,18 @@ def test_the_docs_have_snippets() -> None:
 
 # -- Python ---------------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="session")
-def sandbox(tmp_path_factory, registries, synth_data, tokenizer_dir) -> Path:
+def sandbox(tmp_path_factory, registries, synth_data, tokenizer_dir, tiny_model) -> Path:
     """A directory like a checkout after `mmfw train configs/quickstart.yaml`, with a tiny stand-in run."""
     import torch
 
     from mmfw.config import load_config_dict
     from mmfw.training.trainer import Trainer
-    from tests.conftest import TINY_MODEL
 
     root = tmp_path_factory.mktemp("docs")
     shutil.copytree(REPO / "configs", root / "configs")
     shutil.copytree(Path(synth_data.train).parent, root / "data" / "synth")
     shutil.copytree(tokenizer_dir, root / "data" / "synth" / "tokenizer")
-    model = copy.deepcopy(TINY_MODEL)
+    model = copy.deepcopy(tiny_model)
     model["llm"]["tokenizer"] = "data/synth/tokenizer"
     exp = {"name": "quickstart", "seed": 0, "output_dir": "runs/quickstart", "model": model,
            "data": {"train": [{"path": "data/synth/train.json"}], "eval": [{"path": "data/synth/eval.json"}],
