@@ -1,6 +1,7 @@
 """``mmfw data ...``: dataset utilities.
 
-* ``synth``: write the procedural visual-QA dataset.
+* ``synth``: write the procedural visual-QA dataset (``--out``, default ``data/synth``; an existing dataset there is
+  replaced only with ``--overwrite``).
 * ``check CONFIG``: run every record of the configured datasets (``data`` and each stage's own ``data``) through
   the training pipeline (without training) and report every problem (one line each on stderr, with file, line, record id and reason), the distribution of
   sequence lengths (text + image tokens) and how many samples ``data.max_length`` truncates or drops. Exit code 2
@@ -56,6 +57,7 @@ def _add_synth_arguments(s: argparse.ArgumentParser) -> None:
     (:class:`~mmfw.config.experiment.SyntheticDataConfig`)."""
     fields = SyntheticDataConfig.model_fields
     s.add_argument("--out", default=fields["out_dir"].default, help="output directory")
+    s.add_argument("--overwrite", action="store_true", help="replace a dataset that is already in --out")
     for name in ("num_train", "num_eval", "image_size", "seed"):
         s.add_argument("--" + name.replace("_", "-"), type=int, default=fields[name].default)
     s.add_argument("--tasks", nargs="+", default=list(fields["tasks"].default),
@@ -80,7 +82,14 @@ def _task_weight(text: str) -> tuple[str, float]:
 
 
 def run_synth(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from mmfw.data.synth import generate_synthetic_vqa
+
+    present = [name for name in ("train.json", "eval.json") if (Path(args.out) / name).exists()]
+    if present and not args.overwrite:
+        raise CLIError(f"{args.out} already holds a dataset ({', '.join(present)}); pass --overwrite to replace it "
+                       "or --out DIR to write another one")
 
     paths = generate_synthetic_vqa(args.out, num_train=args.num_train, num_eval=args.num_eval,
                                    image_size=args.image_size, seed=args.seed, tasks=args.tasks,

@@ -74,10 +74,15 @@ def _shorthand(value: Any) -> Any:
     return {"type": value} if isinstance(value, str) else value
 
 
+# What a policy may be written as, for the JSON schema of editors: the shorthand string or the mapping.
+_MODULE_POLICY_INPUT = Union[Literal["frozen", "full", "lora"], FrozenPolicy, FullPolicy, LoraPolicy]  # noqa: UP007
+_SUBMODULE_POLICY_INPUT = Union[Literal["frozen", "full"], FrozenPolicy, FullPolicy]  # noqa: UP007
 ModulePolicy = Annotated[Union[FrozenPolicy, FullPolicy, LoraPolicy],  # noqa: UP007
-                         Field(discriminator="type"), BeforeValidator(_shorthand)]
+                         Field(discriminator="type"),
+                         BeforeValidator(_shorthand, json_schema_input_type=_MODULE_POLICY_INPUT)]
 SubmodulePolicy = Annotated[Union[FrozenPolicy, FullPolicy],  # noqa: UP007
-                            Field(discriminator="type"), BeforeValidator(_shorthand)]
+                            Field(discriminator="type"),
+                            BeforeValidator(_shorthand, json_schema_input_type=_SUBMODULE_POLICY_INPUT)]
 
 
 class _PolicySection(StrictModel):
