@@ -20,7 +20,7 @@ import dataclasses
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from PIL import Image
@@ -28,9 +28,6 @@ from PIL import Image
 from mmfw.data.images import load_image, to_rgb
 from mmfw.data.tokenize import encode_prompt
 from mmfw.model.fusion import splice_image_features
-
-if TYPE_CHECKING:
-    from mmfw.inference import VLMPipeline
 
 ImageLike = str | Path | Image.Image
 
@@ -55,6 +52,9 @@ def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
 class Conversation:
     """A chat with a loaded model: :meth:`add_image`, then :meth:`ask` (a user turn; returns the reply).
 
+    ``pipeline`` is a :class:`mmfw.inference.VLMPipeline` (model, tokenizer, config, device; the conversation sits
+    below the inference layer and does not import it).
+
     Attributes:
         messages: the conversation so far (``{"role", "content"}``; images appear as ``<image>`` lines).
         vision_encoder_calls: forward calls of the vision encoder made by this conversation so far.
@@ -62,7 +62,7 @@ class Conversation:
         last_reply_ids: the token ids of the latest reply, as generated.
     """
 
-    def __init__(self, pipeline: VLMPipeline, system_prompt: str | None = None, max_new_tokens: int = 32,
+    def __init__(self, pipeline: Any, system_prompt: str | None = None, max_new_tokens: int = 32,
                  reuse_cache: bool = True) -> None:
         self.pipeline, self.max_new_tokens, self.reuse_cache = pipeline, max_new_tokens, reuse_cache
         self.system_prompt = system_prompt if system_prompt is not None else pipeline.cfg.data.system_prompt

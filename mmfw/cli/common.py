@@ -6,7 +6,8 @@ import argparse
 import sys
 
 from mmfw.components import Registries, default_registries
-from mmfw.config import ConfigError, ExperimentConfig, load_config
+from mmfw.config import ExperimentConfig, load_config
+from mmfw.errors import ConfigError, DataError, InvalidArgumentError
 
 
 class CLIError(Exception):
@@ -26,11 +27,11 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
 def load_experiment(args: argparse.Namespace, registries: Registries | None = None,
                     validate: bool = True) -> ExperimentConfig:
     """The experiment config of ``args.config`` with ``--set`` overrides; with ``validate``, also checked against
-    the file system and the model geometry (:mod:`mmfw.config.validate`) before anything is built."""
+    the file system and the model geometry (:mod:`mmfw.training.validate`) before anything is built."""
     registries = registries or default_registries()
     cfg = load_config(args.config, registries, args.overrides)
     if validate:
-        from mmfw.config.validate import check_experiment
+        from mmfw.training.validate import check_experiment
 
         check_experiment(cfg, registries, source=args.config)
     return cfg
@@ -45,9 +46,7 @@ def report(err: BaseException) -> int:
     if isinstance(err, CLIError):
         print(f"error: {err}", file=sys.stderr)
         return err.exit_code
-    from mmfw.data.errors import DataError
-
-    if isinstance(err, DataError):
+    if isinstance(err, DataError | InvalidArgumentError):
         for line in str(err).splitlines():
             print(f"error: {line}", file=sys.stderr)
         return 2

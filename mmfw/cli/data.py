@@ -1,6 +1,7 @@
 """``mmfw data ...``: dataset utilities.
 
-* ``synth``: write the procedural visual-QA dataset.
+* ``synth``: write the procedural visual-QA dataset (``--out``, default ``data/synth``; an existing dataset there is
+  replaced only with ``--overwrite``).
 * ``check CONFIG``: run every record of the configured datasets (``data`` and each stage's own ``data``) through
   the training pipeline (without training) and report every problem (one line each on stderr, with file, line, record id and reason), the distribution of
   sequence lengths (text + image tokens) and how many samples ``data.max_length`` truncates or drops. Exit code 2
@@ -12,9 +13,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, get_args
 
 from mmfw.cli.common import CLIError, add_config_arguments, load_experiment
+from mmfw.config.experiment import SyntheticDataConfig
 
 if TYPE_CHECKING:
     from mmfw.config import ExperimentConfig
@@ -25,18 +27,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("data", help="dataset utilities")
     dsub = p.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")
     s = dsub.add_parser("synth", help="write a synthetic visual-QA dataset (PNG images + LLaVA JSON)")
-    s.add_argument("--out", default="data/synth", help="output directory")
-    s.add_argument("--num-train", type=int, default=20000)
-    s.add_argument("--num-eval", type=int, default=600)
-    s.add_argument("--image-size", type=int, default=64)
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--tasks", nargs="+", default=["color", "shape", "position", "count"],
-                   choices=["color", "shape", "position", "count"])
-    s.add_argument("--extra-train-questions", nargs="+", default=[], choices=["color", "shape", "position"],
-                   metavar="TASK", help="also ask these questions about every one-shape training image that answers"
-                   " them (color, shape, position)")
-    s.add_argument("--train-task-weights", nargs="+", default=[], type=_task_weight, metavar="TASK=WEIGHT",
-                   help="relative share of each task among the training images, e.g. count=2 (others: 1)")
+    _add_synth_arguments(s)
     s.set_defaults(func=run_synth)
 
     c = dsub.add_parser("check", help="report every problem in the configured datasets, and their token lengths")
@@ -56,6 +47,29 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     w.set_defaults(func=run_show)
 
 
+def _literal_choices(annotation: Any) -> list[str]:
+    """The names of ``tuple[Literal[...], ...]``."""
+    return list(get_args(get_args(annotation)[0]))
+
+
+def _add_synth_arguments(s: argparse.ArgumentParser) -> None:
+    """The flags of ``mmfw data synth``: defaults and choices are those of ``data.synthetic``
+    (:class:`~mmfw.config.experiment.SyntheticDataConfig`)."""
+    fields = SyntheticDataConfig.model_fields
+    s.add_argument("--out", default=fields["out_dir"].default, help="output directory")
+    s.add_argument("--overwrite", action="store_true", help="replace a dataset that is already in --out")
+    for name in ("num_train", "num_eval", "image_size", "seed"):
+        s.add_argument("--" + name.replace("_", "-"), type=int, default=fields[name].default)
+    s.add_argument("--tasks", nargs="+", default=list(fields["tasks"].default),
+                   choices=_literal_choices(fields["tasks"].annotation))
+    extra = _literal_choices(fields["extra_train_questions"].annotation)
+    s.add_argument("--extra-train-questions", nargs="+", default=list(fields["extra_train_questions"].default),
+                   choices=extra, metavar="TASK", help="also ask these questions about every one-shape training "
+                   f"image that answers them ({', '.join(extra)})")
+    s.add_argument("--train-task-weights", nargs="+", default=[], type=_task_weight, metavar="TASK=WEIGHT",
+                   help="relative share of each task among the training images, e.g. count=2 (others: 1)")
+
+
 def _task_weight(text: str) -> tuple[str, float]:
     """``TASK=WEIGHT`` -> ``(task, weight)``; the generator checks the task and the weight."""
     task, sep, weight = text.partition("=")
@@ -68,7 +82,14 @@ def _task_weight(text: str) -> tuple[str, float]:
 
 
 def run_synth(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from mmfw.data.synth import generate_synthetic_vqa
+
+    present = [name for name in ("train.json", "eval.json") if (Path(args.out) / name).exists()]
+    if present and not args.overwrite:
+        raise CLIError(f"{args.out} already holds a dataset ({', '.join(present)}); pass --overwrite to replace it "
+                       "or --out DIR to write another one")
 
     paths = generate_synthetic_vqa(args.out, num_train=args.num_train, num_eval=args.num_eval,
                                    image_size=args.image_size, seed=args.seed, tasks=args.tasks,

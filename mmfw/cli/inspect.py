@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     from mmfw.components import default_registries
 
     cfg = load_experiment(args, validate=False)  # the model only: data files need not exist
-    from mmfw.inspect import format_report, inspect_config  # torch and the model libraries: after the config is read
+    from mmfw.inspection import format_report, inspect_config  # torch and the model libraries: after the config is read
 
     try:
         report = inspect_config(cfg, default_registries(), args.image_size)

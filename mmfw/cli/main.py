@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.metadata
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
+from mmfw import __version__
 from mmfw.cli.common import CLIError, report
-from mmfw.config import ConfigError
-from mmfw.registry import RegistryError
-from mmfw.training.errors import TrainingError
+from mmfw.errors import MMFWError
 
 COMMAND_MODULES = (
     "mmfw.cli.train",
@@ -23,19 +24,42 @@ COMMAND_MODULES = (
     "mmfw.cli.inspect",
     "mmfw.cli.export",
     "mmfw.cli.merge",
+    "mmfw.cli.plot",
+    "mmfw.cli.eval",
 )
 
-EXPECTED_ERRORS = (ConfigError, CLIError, RegistryError, FileNotFoundError, ValueError, TrainingError)
+EXPECTED_ERRORS = (MMFWError, CLIError, FileNotFoundError)
+"""Errors about the user's input, printed as one line each (exit code 2, or 1 for a file that is missing). Anything
+else is a bug and keeps its traceback; ``--debug`` shows the traceback of these too."""
+
+
+def version_string() -> str:
+    """``mmfw X (torch Y, transformers Z, python W)``: what ``mmfw --version`` prints (no library is imported)."""
+    libs = []
+    for name in ("torch", "transformers"):
+        try:
+            libs.append(f"{name} {importlib.metadata.version(name)}")
+        except importlib.metadata.PackageNotFoundError:
+            libs.append(f"{name} not installed")
+    return f"mmfw {__version__} ({', '.join(libs)}, python {sys.version.split()[0]})"
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mmfw", description="Modular vision-language models from YAML.")
+    parser.add_argument("--version", action="version", version=version_string())
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logging")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors in the log")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).add_parser(sub)
     return parser
+
+
+def _stdout_closed() -> int:
+    """The reader of stdout went away (``mmfw list | head -1``): stop quietly, as Unix tools do (exit 141)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())  # the interpreter's final flush then has nowhere to fail
+    return 128 + 13  # SIGPIPE
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -46,7 +70,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     for noisy in ("httpx", "urllib3", "filelock", "PIL"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
-        return int(args.func(args) or 0)
+        if args.command is None:  # bare `mmfw`: the commands and what they do
+            parser.print_help()
+            code = 0
+        else:
+            code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
+        return code
+    except BrokenPipeError:
+        return _stdout_closed()
     except EXPECTED_ERRORS as err:
         if args.debug:
             raise

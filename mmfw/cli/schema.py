@@ -1,4 +1,5 @@
-"""``mmfw schema``: the JSON schema of experiment configs (for YAML editors), built from the registries."""
+"""``mmfw schema``: the JSON schema of experiment configs (for YAML editors), built from the registries; files that
+``extends`` another are checked with nothing required (see :mod:`mmfw.config.schema`)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import json
 from pathlib import Path
 
 from mmfw.components import default_registries
-from mmfw.config import experiment_config_class
+from mmfw.config.schema import experiment_json_schema
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -17,7 +18,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    schema = experiment_config_class(default_registries()).model_json_schema()
+    schema = experiment_json_schema(default_registries())
     text = json.dumps(schema, indent=2)
     if args.output:
         Path(args.output).write_text(text + "\n", encoding="utf-8")

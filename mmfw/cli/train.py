@@ -81,4 +81,28 @@ def run(args: argparse.Namespace) -> int:
     metrics = trainer.train()
     if trainer.accelerator.is_main_process:
         print(json.dumps({"run_dir": str(cfg.run_dir), **{k: round(v, 6) for k, v in metrics.items()}}))
+        print("\n".join(next_steps(cfg.run_dir, metrics)))
     return 0
+
+
+def next_steps(run_dir: Path, metrics: dict[str, float]) -> list[str]:
+    """What the end of ``mmfw train`` prints after the metrics line: where the results are, what to run next."""
+    import shlex
+
+    from mmfw.training.evaluate import PREDICTIONS_FILE, read_predictions
+    from mmfw.training.plots import PLOTS_DIR
+
+    q = lambda text: shlex.quote(str(text))  # noqa: E731
+    found = [name for name in ("metrics.json", PREDICTIONS_FILE, f"{PLOTS_DIR}/", "model/")
+             if (run_dir / name.rstrip("/")).exists()]
+    accuracy = f" (eval accuracy {metrics['eval/accuracy']:.4f})" if "eval/accuracy" in metrics else ""
+    lines = [f"results in {run_dir}/: {', '.join(found)}{accuracy}"]
+    predictions = read_predictions(run_dir / PREDICTIONS_FILE) if (run_dir / PREDICTIONS_FILE).exists() else []
+    first = next((p for p in predictions if p.get("images")), None)
+    if first is not None:
+        lines.append(f"next: mmfw generate {q(run_dir)} --image {q(first['images'][0])} --prompt {q(first['question'])}")
+    else:
+        lines.append(f"next: mmfw generate {q(run_dir)} --image IMAGE --prompt QUESTION")
+    if (run_dir / PLOTS_DIR).exists():
+        lines.append(f"      open {run_dir / PLOTS_DIR}/*.png, or redraw them with: mmfw plot {q(run_dir)}")
+    return lines

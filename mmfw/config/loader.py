@@ -16,25 +16,12 @@ import yaml
 from pydantic import ValidationError
 
 from mmfw.config.experiment import ExperimentConfig, experiment_config_class
-from mmfw.registry import format_choices
+from mmfw.errors import ConfigError, format_choices
 
 if TYPE_CHECKING:
-    from mmfw.components import Registries
+    from mmfw.config.kinds import Registries
 
 RESOLVED_CONFIG_NAME = "config.yaml"
-
-
-class ConfigError(Exception):
-    """A config problem; ``problems`` holds one ``"location: message"`` line per problem."""
-
-    def __init__(self, problems: Sequence[str], source: str | None = None) -> None:
-        self.problems = list(problems)
-        self.source = source
-        super().__init__(str(self))
-
-    def __str__(self) -> str:
-        prefix = f"{self.source}: " if self.source else ""
-        return "\n".join(prefix + p for p in self.problems)
 
 
 def _merge(base: Any, update: Any) -> Any:

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from mmfw.config.base import ConnectorConfig
+from mmfw.contract import ComponentContract
 
 
 def pooled_grid(grid: tuple[int, int], factor: int) -> tuple[int, int]:
@@ -17,7 +18,7 @@ def pooled_grid(grid: tuple[int, int], factor: int) -> tuple[int, int]:
     return math.ceil(grid[0] / factor), math.ceil(grid[1] / factor)
 
 
-class Connector(nn.Module, ABC):
+class Connector(ComponentContract, nn.Module, ABC):
     """Base class of connectors.
 
     ``grid`` is the (rows, cols) patch grid the features come from. A connector that keeps the spatial layout returns
@@ -39,11 +40,6 @@ class Connector(nn.Module, ABC):
     def output_grid(self, grid: tuple[int, int]) -> tuple[int, int] | None:
         """Spatial layout of the output tokens, or ``None`` if they have none."""
         return None
-
-    def export_config(self) -> ConnectorConfig:
-        """A config that builds this connector again, loading no weights (``mmfw export --format hf`` stores it; the
-        weights come from the export). The default is the component's own config."""
-        return self.cfg
 
     @abstractmethod
     def forward(self, features: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor: ...

@@ -20,8 +20,8 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mmfw.export.hf_llava import FORMATS as LLAVA_FORMATS
-from mmfw.export.hf_llava import ExportError
+from mmfw.errors import ExportError
+from mmfw.interop import FORMATS as LLAVA_FORMATS
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -64,10 +64,7 @@ def standalone_model_config(model: VisionLanguageModel, cfg: ExperimentConfig) -
     """The run's model config as a dict that rebuilds the same modules without a tokenizer or a download: every
     component's config as it says with :meth:`export_config` (architecture instead of pretrained weights), and the
     LLM's vocabulary size written out."""
-    out = {}
-    for kind in ("vision_encoder", "connector", "llm", "image_strategy"):
-        component = getattr(model, kind)
-        out[kind] = component.export_config().model_dump(mode="json")
+    out = {key: component.export_config().model_dump(mode="json") for key, component in model.components().items()}
     out["fusion"] = cfg.model.fusion.model_dump(mode="json")
     return out
 

@@ -24,8 +24,8 @@ from transformers import PreTrainedTokenizerBase
 from mmfw.config import ExperimentConfig, save_config
 from mmfw.config.loader import RESOLVED_CONFIG_NAME
 from mmfw.model.builder import WEIGHTS_NAME
+from mmfw.model.peft_layout import point_at_base
 from mmfw.training.lora import plain_state_dict, save_adapters
-from mmfw.training.peft_layout import point_at_base
 
 CHECKPOINTS_DIR = "checkpoints"
 TRAINER_STATE = "trainer_state.json"

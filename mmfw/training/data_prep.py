@@ -8,6 +8,7 @@ from pathlib import Path
 from mmfw.config.experiment import DataConfig
 from mmfw.data.synth import ensure_synthetic_vqa
 from mmfw.data.tokenizer_train import texts_from_llava_json, train_tokenizer
+from mmfw.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -23,7 +24,7 @@ def prepare_data(cfg: DataConfig) -> None:
         out = Path(cfg.build_tokenizer.out_dir)
         if not (out / "tokenizer_config.json").exists():
             if not cfg.train:
-                raise ValueError("data.build_tokenizer needs data.train files to learn from")
+                raise ConfigError(["data.build_tokenizer: needs data.train files to learn from"])
             logger.info("training a %d-token tokenizer on %d file(s) -> %s", cfg.build_tokenizer.vocab_size,
                         len(cfg.train), out)
             train_tokenizer(texts_from_llava_json([d.path for d in cfg.train]), out,

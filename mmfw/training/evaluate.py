@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Subset
 
+from mmfw.data.answers import normalize_answer
 from mmfw.data.collator import VLMCollator
 from mmfw.data.dataset import LlavaDataset
 from mmfw.data.report import is_skipped
-from mmfw.data.synth import normalize_answer
 from mmfw.model.vlm import VisionLanguageModel
 
 logger = logging.getLogger(__name__)
+
+PREDICTIONS_FILE = "predictions.jsonl"
+"""Written into the run directory by every evaluation that generates: one JSON object per scored question."""
 
 
 def _resolve(dataset: LlavaDataset | Subset, index: int) -> tuple[LlavaDataset, int]:
@@ -68,10 +74,12 @@ def evaluate_loss(model: VisionLanguageModel, dataset: LlavaDataset, collator: V
 
 @torch.no_grad()
 def evaluate_accuracy(model: VisionLanguageModel, tokenizer: Any, dataset: LlavaDataset, batch_size: int,
-                      max_new_tokens: int, device: torch.device) -> dict[str, float]:
+                      max_new_tokens: int, device: torch.device,
+                      predictions: list[dict[str, Any]] | None = None) -> dict[str, float]:
     """Exact match (after :func:`normalize_answer`) of greedy answers to each sample's last reply.
 
-    Returns ``accuracy``, ``num_samples`` and ``accuracy/<task>`` for records that carry a ``task`` field.
+    Returns ``accuracy``, ``num_samples`` and ``accuracy/<task>`` for records that carry a ``task`` field. With a
+    ``predictions`` list, appends one record per scored sample (see :func:`prediction_record`).
     """
     collator = VLMCollator(tokenizer.pad_token_id, padding_side="left")
     loader = DataLoader(_PromptView(dataset), batch_size=batch_size, collate_fn=lambda s: (collator(s), s))
@@ -96,6 +104,8 @@ def evaluate_accuracy(model: VisionLanguageModel, tokenizer: Any, dataset: Llava
             task = _task_of(dataset, index)
             if task is not None:
                 hits[task].append(ok)
+            if predictions is not None:
+                predictions.append(prediction_record(dataset, index, text, bool(ok), task))
             index += 1
     metrics = {"accuracy": sum(hits["all"]) / max(len(hits["all"]), 1), "num_samples": float(len(hits["all"]))}
     for task, values in sorted(hits.items()):
@@ -107,3 +117,31 @@ def evaluate_accuracy(model: VisionLanguageModel, tokenizer: Any, dataset: Llava
 def _task_of(dataset: LlavaDataset | Subset, index: int) -> str | None:
     base, j = _resolve(dataset, index)
     return getattr(base.conversation(j), "metadata", {}).get("task")
+
+
+def prediction_record(dataset: LlavaDataset | Subset, index: int, prediction: str, correct: bool,
+                      task: str | None) -> dict[str, Any]:
+    """One line of ``predictions.jsonl``: the sample's id, question (its last user turn, image placeholders
+    removed), reference answer, the model's answer, whether they match, its task and its image files."""
+    base, j = _resolve(dataset, index)
+    conv = base.conversation(j)
+    question = next((m["content"] for m in reversed(conv.prompt_messages) if m["role"] == "user"), "")
+    question = question.replace(base.image_token, "").strip()
+    return {"id": conv.id, "question": question, "reference": conv.answers[-1], "prediction": prediction.strip(),
+            "correct": correct, "task": task, "images": [str(p) for p in base.image_paths(j)]}
+
+
+def write_predictions(path: str | Path, predictions: Sequence[dict[str, Any]], **extra: Any) -> Path:
+    """Write ``predictions`` as JSON lines (each record updated with ``extra``, e.g. ``step``), atomically."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for record in predictions:
+            f.write(json.dumps({**record, **extra}) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def read_predictions(path: str | Path) -> list[dict[str, Any]]:
+    """The records of a ``predictions.jsonl`` file."""
+    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]

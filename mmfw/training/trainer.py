@@ -60,12 +60,13 @@ from mmfw.training.checkpoint import (
 )
 from mmfw.training.data_prep import prepare_data
 from mmfw.training.errors import NonFiniteLossError, RunExistsError
-from mmfw.training.evaluate import evaluate_accuracy, evaluate_loss
+from mmfw.training.evaluate import PREDICTIONS_FILE, evaluate_accuracy, evaluate_loss, write_predictions
 from mmfw.training.feature_cache import EncoderFeatureCache
 from mmfw.training.lora import load_adapter_weights, load_adapters, load_plain_state_dict
 from mmfw.training.loss import IGNORE_INDEX, logit_positions, supervised_tokens, token_loss_sum
 from mmfw.training.optim import build_optimizer, build_scheduler
 from mmfw.training.packing import PackedCollator, real_tokens
+from mmfw.training.plots import PLOTS_DIR, draw_run_plots_quietly
 from mmfw.training.policy import apply_policy, stage_policy_counts
 from mmfw.training.sampling import (
     LengthGroupedBatchSampler,
@@ -84,7 +85,7 @@ STAGE_DONE = "stage.json"
 """Written into a stage's output directory before it is published: the stage's name, steps and final metrics."""
 TENSORBOARD_DIR = "tensorboard"
 _RUN_ENTRIES = (RESOLVED_CONFIG_NAME, METRICS_LOG, FINAL_METRICS, FINAL_MODEL_DIR, "checkpoints", STAGES_DIR,
-                TENSORBOARD_DIR)
+                TENSORBOARD_DIR, PREDICTIONS_FILE, PLOTS_DIR)
 _MODEL_KEYS = ("input_ids", "attention_mask", "pixel_values", "image_sizes", "num_tiles", "position_ids")
 
 
@@ -287,6 +288,7 @@ class Trainer:
         if not self.plan[0].implicit:
             nested["stages"] = per_stage
         (self.run_dir / FINAL_METRICS).write_text(json.dumps(nested, indent=2) + "\n", encoding="utf-8")
+        draw_run_plots_quietly(self.run_dir)
 
     # -- stage setup ---------------------------------------------------------------------------------------------
     def _policy_where(self, stage: ResolvedStage) -> str:
@@ -461,7 +463,7 @@ class Trainer:
                 if self.global_step % t.log_every == 0 or self.global_step == self.total_steps:
                     last = self._log_window(window, bar)
                 if t.eval_every and self.global_step % t.eval_every == 0 and self.global_step < self.total_steps:
-                    self.evaluate(generate=False)
+                    self.evaluate(generate=True)
                 if t.save_every and self.global_step % t.save_every == 0 and self.global_step < self.total_steps:
                     self.save_checkpoint()
         finally:
@@ -521,9 +523,12 @@ class Trainer:
             with acc.autocast():
                 metrics["eval/loss"] = evaluate_loss(model, self.eval_set, self.collator, bs, acc.device)
                 if generate:
+                    predictions: list[dict[str, Any]] = []
                     acc_metrics = evaluate_accuracy(model, self.tokenizer, self.eval_set, bs, t.max_new_tokens,
-                                                    acc.device)
+                                                    acc.device, predictions)
                     metrics.update({f"eval/{k}": v for k, v in acc_metrics.items()})
+                    write_predictions(self.run_dir / PREDICTIONS_FILE, predictions, step=self.global_step,
+                                      **({} if self.stage.implicit else {"stage": self.stage.name}))
             model.train()
             self.log(metrics)
             logger.info("stage %r step %d: %s", self.stage.name, self.global_step,

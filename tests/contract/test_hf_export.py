@@ -1,12 +1,10 @@
-"""Every composition exports with ``--format hf``: transformers' Auto classes load it and ``generate`` gives
-mmfw's own greedy tokens (one model per combination of :func:`contract_utils.vlm_combos`)."""
+"""Every registered component, composed with the kit's partners into a whole model, exports with ``--format hf``:
+transformers' Auto classes load it and ``generate`` gives mmfw's own greedy tokens."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-from contract_utils import KIND_FIXTURES  # noqa: F401  (the contract conftest parametrises vlm_combo)
-from test_vlm import IMAGE_SIZE, model_config, random_image
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
 import mmfw.hf  # noqa: F401  (registers model_type "mmfw" with the Auto classes)
@@ -14,11 +12,17 @@ from mmfw.config import load_config_dict
 from mmfw.export.hf_native import save_hf
 from mmfw.inference import VLMPipeline
 from mmfw.model.builder import build_model
+from mmfw.testing import KINDS, installed_registries
+from mmfw.testing.checks.image_strategies import random_image
+from mmfw.testing.checks.vlm import model_config
+
+COMPONENTS = [(kind, name) for kind in KINDS for name in getattr(installed_registries(), kind).names()]
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
-def test_hf_export_generates_mmfw_tokens(registries, vlm_combo, tokenizer_dir, tmp_path) -> None:
-    model_cfg = model_config(registries, vlm_combo, tokenizer_dir)
+@pytest.mark.parametrize("component", COMPONENTS, ids=lambda c: ":".join(c))
+def test_hf_export_generates_mmfw_tokens(component, under_test, registries, tmp_path) -> None:
+    model_cfg = model_config(under_test(*component))
     cfg = load_config_dict({"model": model_cfg.model_dump(mode="json"), "data": {"system_prompt": "Be brief."},
                             "training": {"max_steps": 1}}, registries)
     torch.manual_seed(0)
@@ -28,7 +32,7 @@ def test_hf_export_generates_mmfw_tokens(registries, vlm_combo, tokenizer_dir, t
             p.normal_()
     vlm.eval()
     save_hf(vlm, tok, cfg, tmp_path)
-    image, prompt = random_image(IMAGE_SIZE), "What is it?"
+    image, prompt = random_image((45, 30)), "What is it?"
     pipe = VLMPipeline(vlm, tok, cfg)
     batch = pipe.collator([pipe.prepare([image], prompt)])
     ours = vlm.generate(**{k: batch[k] for k in ("input_ids", "attention_mask", "pixel_values", "image_sizes",

@@ -19,11 +19,12 @@ into place (checkpoints and final models are written under a temporary name, the
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from safetensors.torch import load_file, save_file
+
+from mmfw.model.adapters import ADAPTERS_DIR, is_lora_parameter
 
 if TYPE_CHECKING:
     import torch
@@ -31,14 +32,13 @@ if TYPE_CHECKING:
 
 BASE_DIR = "base"
 PEFT_PREFIX = "base_model.model."
-_LORA = re.compile(r"\.lora_[A-Za-z_]+\.")
 
 
 def trained_modules(peft_model: PeftModel) -> dict[str, dict[str, torch.Tensor]]:
     """Module path (in the base model) -> its tensors, for every module with trainable non-adapter parameters."""
     out: dict[str, dict[str, torch.Tensor]] = {}
     for name, param in peft_model.named_parameters():
-        if not param.requires_grad or _LORA.search(f".{name}.") or not name.startswith(PEFT_PREFIX):
+        if not param.requires_grad or is_lora_parameter(name) or not name.startswith(PEFT_PREFIX):
             continue
         module, _, leaf = name[len(PEFT_PREFIX):].rpartition(".")
         out.setdefault(module, {})[leaf] = param.detach()
@@ -49,7 +49,7 @@ def base_state_dict(peft_model: PeftModel) -> dict[str, torch.Tensor]:
     """The wrapped model's weights under its own (transformers) names, adapters left out."""
     out = {}
     for key, value in peft_model.state_dict().items():
-        if not key.startswith(PEFT_PREFIX) or _LORA.search(f".{key}."):
+        if not key.startswith(PEFT_PREFIX) or is_lora_parameter(key):
             continue
         out[key[len(PEFT_PREFIX):].replace(".base_layer.", ".")] = value.detach()
     return out
@@ -86,7 +86,7 @@ def complete_adapter_dir(peft_model: PeftModel, path: str | Path, causal_lm: boo
     config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
-def point_at_base(model_dir: str | Path, adapters_dir: str = "adapters") -> None:
+def point_at_base(model_dir: str | Path, adapters_dir: str = ADAPTERS_DIR) -> None:
     """Set ``base_model_name_or_path`` of every adapter under ``model_dir`` that has a ``base/`` to its absolute path."""
     root = Path(model_dir) / adapters_dir
     if not root.is_dir():
