@@ -10,7 +10,8 @@ then reports
   LoRA adapter parameters count as trainable). ``params.trainable`` is the stage that trains the most (the only
   one without ``stages``), which also sets the memory estimate;
 * the image tokens and input tiles of an image of a given size, from the image strategy itself (the single source of
-  truth the data pipeline uses), and the most tokens any image can become;
+  truth the data pipeline uses; ``model.fusion``'s start/end markers included), and the most tokens any image can
+  become;
 * a memory estimate for weights, gradients and AdamW state (two fp32 moments per trainable parameter), for fp32 and
   bf16 weights/gradients. Activations are not included.
 
@@ -86,8 +87,8 @@ def inspect_config(cfg: ExperimentConfig, registries: Registries,
                  "patch_size": spec.patch_size, "llm_hidden_size": model.llm.hidden_size,
                  "vocab_size": model.llm.get_input_embeddings().num_embeddings, "vocab_from": vocab_from},
         "image_size": [width, height],
-        "image_tokens": strategy.num_tokens((width, height)),
-        "image_tokens_max": max_image_tokens(strategy),
+        "image_tokens": cfg.model.fusion.image_sequence_length(strategy.num_tokens((width, height))),
+        "image_tokens_max": cfg.model.fusion.image_sequence_length(max_image_tokens(strategy)),
         "image_input": list(pixels.shape),
         "memory_bytes": peak["memory_bytes"],
     }

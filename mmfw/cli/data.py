@@ -105,7 +105,7 @@ def run_check(args: argparse.Namespace) -> int:
             continue
         name = f"{section.path}.{split}"
         dataset = open_dataset(section.data, specs, tokenizer, strategy, image_token=cfg.model.fusion.image_token,
-                               name=name)
+                               name=name, image_markers=cfg.model.fusion.image_markers)
         result = check_dataset(dataset, limit=args.limit, progress=sys.stderr.isatty())
         for line in result.problem_lines():
             print(f"error: {line}", file=sys.stderr)
@@ -124,7 +124,8 @@ def run_show(args: argparse.Namespace) -> int:
     name = f"data.{args.split}"
     if not specs:
         raise CLIError(f"{name}: no dataset configured")
-    dataset = open_dataset(cfg.data, specs, tokenizer, strategy, image_token=cfg.model.fusion.image_token, name=name)
+    dataset = open_dataset(cfg.data, specs, tokenizer, strategy, image_token=cfg.model.fusion.image_token, name=name,
+                           image_markers=cfg.model.fusion.image_markers)
     if args.record_id is not None:
         try:
             index = dataset.index_of(args.record_id)
@@ -142,12 +143,13 @@ def run_show(args: argparse.Namespace) -> int:
         return 2
     token = cfg.model.fusion.image_token
     ids, labels = item["input_ids"].tolist(), item["labels"].tolist()
-    image_tokens = sum(1 for t in ids if t == dataset.image_token_id)
+    image_ids = {dataset.image_token_id, *(tokenizer.convert_tokens_to_ids(list(cfg.model.fusion.image_markers or ())))}
+    image_tokens = sum(1 for t in ids if t in image_ids)
     print(f"{name}[{index}]: record {item['id']!r} ({dataset.location(index)})")
     for k, (path, image) in enumerate(zip(dataset.image_paths(index), item["images"], strict=False)):
         w, h = image.size
         print(f"  image {k}: {path} ({w}x{h}, {image.pixel_values.shape[0]} tile(s)) -> "
-              f"{strategy.num_tokens(image.size)} tokens")
+              f"{cfg.model.fusion.image_sequence_length(strategy.num_tokens(image.size))} tokens")
     cut = item["truncated"]
     how = (f"; truncated from {cut.num_tokens} by data.truncation {cut.policy}" if cut is not None else "")
     print(f"  tokens: {len(ids)} (text {len(ids) - image_tokens}, image {image_tokens}), supervised "

@@ -50,6 +50,40 @@ class FusionConfig(StrictModel):
     dummy_image_for_text_only: bool = True
     """Run a blank image through the vision path when a batch has no image, so every trainable parameter gets a
     gradient (needed by DDP/FSDP)."""
+    image_start_token: str | None = None
+    """Written before each image's placeholder run (OmniLMM / LLaVA ``<im_start>``); set with
+    ``image_end_token``. Added to the tokenizer as a special token, never supervised."""
+    image_end_token: str | None = None
+    """Written right after each image's placeholder run (``<im_end>``); set with ``image_start_token``."""
+
+    @model_validator(mode="after")
+    def _markers(self) -> FusionConfig:
+        start, end = self.image_start_token, self.image_end_token
+        if (start is None) != (end is None):
+            raise ValueError("set both image_start_token and image_end_token, or neither")
+        if start is not None:
+            tokens = [self.image_token, start, end]
+            if any(not t for t in tokens) or len(set(tokens)) != 3:
+                raise ValueError(f"image_token, image_start_token and image_end_token must be three different "
+                                 f"non-empty strings, got {tokens}")
+        return self
+
+    @property
+    def image_markers(self) -> tuple[str, str] | None:
+        """``(start, end)`` tokens written around each image's placeholder run, or None."""
+        if self.image_start_token is None or self.image_end_token is None:
+            return None
+        return self.image_start_token, self.image_end_token
+
+    @property
+    def added_tokens(self) -> tuple[str, ...]:
+        """Every token the fusion adds to the tokenizer: the placeholder, then the start/end markers."""
+        return (self.image_token, *(self.image_markers or ()))
+
+    def image_sequence_length(self, feature_rows: int) -> int:
+        """Positions one image takes in the token sequence: its feature rows plus the start/end markers. With the
+        strategy's ``num_tokens`` as ``feature_rows``, the single source of truth for an image's token count."""
+        return int(feature_rows) + (2 if self.image_markers is not None else 0)
 
 
 class ModelConfig(StrictModel):

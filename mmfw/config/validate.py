@@ -176,9 +176,10 @@ class ValidationContext:
 
     @cached_property
     def max_image_tokens(self) -> int | None:
-        """The most tokens one image can become (see :func:`max_image_tokens`), or None if unknown."""
+        """The most tokens one image can become (see :func:`max_image_tokens`; start/end markers included), or None
+        if unknown."""
         strategy = self.image_strategy
-        return None if strategy is None else max_image_tokens(strategy)
+        return None if strategy is None else self.cfg.model.fusion.image_sequence_length(max_image_tokens(strategy))
 
     def meta_model(self) -> Any | None:
         """The whole VLM built on the meta device (shapes and module names, no memory), or None when that is not

@@ -346,7 +346,8 @@ class Trainer:
             raise ConfigError([f"{'data' if stage.implicit else f'stages[{stage.index}].data'}.train: no training "
                                "data configured"])
         make = lambda specs, name: build_dataset(specs, d, self.tokenizer, model.image_strategy,  # noqa: E731
-                                                 image_token=self.cfg.model.fusion.image_token, name=name)
+                                                 image_token=self.cfg.model.fusion.image_token, name=name,
+                                                 image_markers=self.cfg.model.fusion.image_markers)
         self.train_set = make(d.train, "data.train")
         self.eval_set = make(d.eval, "data.eval") if d.eval else None
         if self.eval_set is not None and d.eval_max_samples and len(self.eval_set) > d.eval_max_samples:
