@@ -89,6 +89,17 @@ class PolicyConfig(StrictModel):
     modules: dict[str, SubmodulePolicy] = {}
     """Policies of sub-modules by dotted path (e.g. ``llm.model.lm_head: full``), applied after the module policies;
     for components that bring their own sub-modules."""
+    new_token_embeddings: bool = False
+    """Also train the LLM's input and output embedding rows of the tokens mmfw added (``model.fusion``'s tokens and
+    ``llm.extra_special_tokens``), and only those: every original row stays bit-identical (OmniLMM's
+    ``orig_embeds_params``). With an ``llm`` policy of ``frozen`` or ``lora``; the rows get no weight decay."""
+
+    @model_validator(mode="after")
+    def _new_rows(self) -> PolicyConfig:
+        if self.new_token_embeddings and isinstance(self.llm, FullPolicy):
+            raise ValueError("new_token_embeddings: llm 'full' already trains every embedding row; use llm: frozen "
+                             "or lora")
+        return self
 
     def components(self) -> dict[str, FrozenPolicy | FullPolicy | LoraPolicy]:
         return {name: getattr(self, name) for name in COMPONENTS}

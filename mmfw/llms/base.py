@@ -123,6 +123,10 @@ class LanguageModel(nn.Module):
     def get_input_embeddings(self) -> nn.Embedding:
         return self.model.get_input_embeddings()
 
+    def get_output_embeddings(self) -> nn.Module | None:
+        """The output head (``lm_head``), or None; it may share its weight with the input embeddings."""
+        return self.model.get_output_embeddings()
+
     def forward(self, **kwargs: Any) -> Any:
         return self.model(**kwargs)
 

@@ -321,7 +321,7 @@ class Trainer:
         self.feature_cache = None
         if t.feature_cache is not None:
             self.feature_cache = EncoderFeatureCache(t.feature_cache, model.vision_encoder, acc.process_index).install()
-        optimizer = build_optimizer(model, t, applied.lr_scale)
+        optimizer = build_optimizer(model, t, applied.lr_scale, applied.decays)
         self.model, self.optimizer, self.loader = acc.prepare(model, optimizer, self.loader)
         per_epoch = max(1, len(self.loader))
         self.total_steps = t.max_steps or max(1, math.ceil(t.epochs * per_epoch / t.gradient_accumulation_steps))
