@@ -5,7 +5,8 @@
   the training pipeline (without training) and report every problem (one line each on stderr, with file, line, record id and reason), the distribution of
   sequence lengths (text + image tokens) and how many samples ``data.max_length`` truncates or drops. Exit code 2
   when any record is bad.
-* ``show CONFIG --index N``: one sample as the model sees it, supervised spans marked ``[[...]]``.
+* ``show CONFIG --index N``: one sample as the model sees it, supervised spans marked ``[[...]]``; with
+  ``--augment OUT.png``, its images augmented as ``data.augment`` would in training (``--epoch E``), written as PNG.
 """
 
 from __future__ import annotations
@@ -53,6 +54,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     which = w.add_mutually_exclusive_group(required=True)
     which.add_argument("--index", type=int, help="sample index in the split (records that parse, in file order)")
     which.add_argument("--id", dest="record_id", help="the record's id")
+    w.add_argument("--augment", metavar="OUT.png", default=None,
+                   help="augment the sample's images as data.augment does in training and write them as PNG (an "
+                        "image k > 0 goes to OUT-k.png)")
+    w.add_argument("--epoch", type=int, default=0, help="the training epoch whose augmentation --augment shows")
     w.set_defaults(func=run_show)
 
 
@@ -137,6 +142,8 @@ def run_show(args: argparse.Namespace) -> int:
         if not -len(dataset) <= index < len(dataset):
             raise CLIError(f"--index {index} is out of range: {name} has {len(dataset)} usable samples")
         index %= len(dataset)
+    if args.augment is not None:
+        _set_augment(cfg, dataset, args.epoch)
     item = dataset.inspect(index)
     if isinstance(item, SkippedSample):
         print(f"error: {name}: {item.describe()}", file=sys.stderr)
@@ -157,4 +164,31 @@ def run_show(args: argparse.Namespace) -> int:
     print(f"  supervised tokens are shown [[like this]]; {token}×N stands for one image's N tokens")
     print("-" * 80)
     print(render_supervision(ids, labels, tokenizer, image_token=token))
+    if args.augment is not None:
+        _write_augmented(dataset, index, args.augment)
     return 0
+
+
+def _set_augment(cfg: ExperimentConfig, dataset: Any, epoch: int) -> None:
+    from mmfw.data.augment import ImageAugmenter
+
+    if cfg.data.augment is None:
+        raise CLIError("--augment: data.augment is not set in the config")
+    dataset.augment = ImageAugmenter(cfg.data.augment, cfg.seed)  # the seed of the first stage's training
+    dataset.set_epoch(epoch)
+
+
+def _write_augmented(dataset: Any, index: int, out: str) -> None:
+    from pathlib import Path
+
+    from mmfw.data.images import load_image
+
+    base = Path(out)
+    paths = dataset.image_paths(index)
+    if not paths:
+        raise CLIError(f"--augment: sample {index} has no image")
+    base.parent.mkdir(parents=True, exist_ok=True)
+    for k, path in enumerate(paths):
+        target = base if k == 0 else base.with_name(f"{base.stem}-{k}{base.suffix or '.png'}")
+        dataset.augment(load_image(path), index, k).save(target, format="PNG")
+        print(f"augmented image {k} (epoch {dataset.augment.epoch}): {target}")

@@ -21,6 +21,7 @@ from pydantic import (
     model_validator,
 )
 
+from mmfw.config.augment import ImageAugmentConfig
 from mmfw.config.base import (
     ConnectorConfig,
     ImageStrategyConfig,
@@ -160,6 +161,9 @@ class DataConfig(StrictModel):
     stops at the first one; ``skip`` leaves it out, counts it by reason and reports it at the end of each epoch."""
     max_skip_ratio: float = Field(0.05, ge=0, le=1)
     """With ``on_error: skip``, stop with an error when more than this share of a dataset's samples is skipped."""
+    augment: ImageAugmentConfig | None = None
+    """Augmentation of training images (random resized crop, colour jitter, RandAugment); never of evaluation or
+    inference images. Each image keeps its size, hence its token count."""
 
 
 STAGE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
@@ -186,6 +190,12 @@ class StageConfig(_StageFields):
     def _only_set(self, handler: Any) -> Any:
         data = handler(self)
         return {"name": self.name, **{k: v for k, v in data.items() if k in self.model_fields_set and k != "name"}}
+
+
+def _check_augment(where: str, training: TrainingConfig, data: DataConfig) -> None:
+    if training.feature_cache is not None and data.augment is not None:
+        raise ValueError(f"{where}: feature_cache with data.augment would cache every augmented variant of every "
+                         "image; use one or the other")
 
 
 @dataclass(frozen=True)
@@ -231,6 +241,7 @@ class ExperimentConfig(StrictModel):
         if not self.stages:
             if not self.training.has_length:
                 raise ValueError("training: set exactly one of max_steps and epochs")
+            _check_augment("training", self.training, self.data)
             return [ResolvedStage(0, "train", self.training, self.data, implicit=True)]
         out = []
         for i, stage in enumerate(self.stages):
@@ -250,6 +261,7 @@ class ExperimentConfig(StrictModel):
             for key in RUN_LEVEL_FIELDS:
                 if getattr(training, key) != getattr(self.training, key):
                     raise ValueError(f"{where}: {key} applies to the whole run; set it in training, not per stage")
+            _check_augment(where, training, data)
             out.append(ResolvedStage(i, stage.name, training, data))
         return out
 

@@ -130,6 +130,9 @@ class TrainingConfig(StrictModel):
     policy: PolicyConfig = PolicyConfig()
     group_by_length: bool = False
     """Batch samples of similar length together (less padding); order is still shuffled, deterministic per epoch."""
+    group_by_modality: bool = False
+    """Batches of samples with images only or text-only samples only, grouped by length within each modality (LLaVA's
+    ``group_by_modality_length``); deterministic per epoch. Implies length grouping; not with ``packing``."""
     packing: bool = False
     """Pack several samples into each row (padding-free; position ids restart per sample, no attention across
     samples). ``batch_size`` then counts rows of ``pack_length`` tokens."""
@@ -155,6 +158,8 @@ class TrainingConfig(StrictModel):
     def _one_length(self) -> TrainingConfig:
         if self.max_steps is not None and self.epochs is not None:
             raise ValueError("set only one of max_steps and epochs")
+        if self.group_by_modality and self.packing:
+            raise ValueError("group_by_modality: packed rows mix samples; use one of group_by_modality and packing")
         if self.feature_cache is not None:
             enc = self.policy.vision_encoder
             if not isinstance(enc, FrozenPolicy) or enc.unfreeze_last_blocks:

@@ -27,13 +27,12 @@ from __future__ import annotations
 import logging
 from array import array
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
 
 from mmfw.config.experiment import DatasetSpec
@@ -56,6 +55,7 @@ from mmfw.image_strategies.base import ImageInput, ImageStrategy
 
 if TYPE_CHECKING:
     from mmfw.config.experiment import DataConfig
+    from mmfw.data.augment import ImageAugmenter
 
 logger = logging.getLogger(__name__)
 
@@ -143,7 +143,7 @@ class LlavaDataset(Dataset):
         self.image_token = image_token
         self.image_token_id = image_token_id(tokenizer, image_token)
         self.image_markers = image_markers
-        self.augment: Callable[[Image.Image, int, int], Image.Image] | None = None
+        self.augment: ImageAugmenter | None = None
         """Training-time augmentation, ``(image, sample index, image index) -> image`` of the same size (see
         :mod:`mmfw.data.augment`); None for evaluation and inference."""
         self.max_length = max_length
@@ -200,6 +200,11 @@ class LlavaDataset(Dataset):
                 self._reject(e, location, None if rid is None else str(rid))
                 continue
             self._entries.append(_Entry(conv, root, location))
+
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch the augmentation draws for (no effect without :attr:`augment`)."""
+        if self.augment is not None:
+            self.augment.set_epoch(epoch)
 
     # -- records --------------------------------------------------------------------------------------------------
     def __len__(self) -> int:

@@ -41,6 +41,7 @@ from mmfw.components import Registries
 from mmfw.config import ConfigError, ExperimentConfig, load_config, save_config
 from mmfw.config.experiment import ResolvedStage
 from mmfw.config.loader import RESOLVED_CONFIG_NAME
+from mmfw.data.augment import ImageAugmenter
 from mmfw.data.collator import VLMCollator
 from mmfw.data.dataset import build_dataset
 from mmfw.data.report import DataReport
@@ -69,9 +70,11 @@ from mmfw.training.packing import PackedCollator, real_tokens
 from mmfw.training.policy import apply_policy, stage_policy_counts
 from mmfw.training.sampling import (
     LengthGroupedBatchSampler,
+    ModalityGroupedBatchSampler,
     PackedBatchSampler,
     RowTaggedDataset,
     ShuffledBatchSampler,
+    sample_has_image,
     sample_lengths,
 )
 
@@ -349,6 +352,8 @@ class Trainer:
                                                  image_token=self.cfg.model.fusion.image_token, name=name,
                                                  image_markers=self.cfg.model.fusion.image_markers)
         self.train_set = make(d.train, "data.train")
+        if d.augment is not None:  # training images only; the eval set is never augmented
+            self.train_set.augment = ImageAugmenter(d.augment, self.cfg.seed + 1000 * stage.index)
         self.eval_set = make(d.eval, "data.eval") if d.eval else None
         if self.eval_set is not None and d.eval_max_samples and len(self.eval_set) > d.eval_max_samples:
             self.eval_set = Subset(self.eval_set, range(d.eval_max_samples))
@@ -357,7 +362,7 @@ class Trainer:
         self.collator = VLMCollator(self.tokenizer.pad_token_id, padding_side="right")
         seed = self.cfg.seed + 1000 * stage.index
         lengths = None
-        if t.group_by_length or t.packing:
+        if t.group_by_length or t.packing or t.group_by_modality:
             cache = self.stage_path / ".cache"
             if acc.is_main_process:
                 lengths = sample_lengths(self.train_set, cache)
@@ -370,6 +375,9 @@ class Trainer:
             capacity = t.pack_length or d.max_length
             self.batch_sampler: Any = PackedBatchSampler(lengths, capacity, t.batch_size, seed)
             dataset, collate = RowTaggedDataset(self.train_set), PackedCollator(self.tokenizer.pad_token_id)
+        elif t.group_by_modality:
+            self.batch_sampler = ModalityGroupedBatchSampler(lengths, sample_has_image(self.train_set), t.batch_size,
+                                                             seed)
         elif t.group_by_length:
             self.batch_sampler = LengthGroupedBatchSampler(lengths, t.batch_size, seed)
         else:
@@ -383,6 +391,7 @@ class Trainer:
         acc = self.accelerator
         while True:
             self.batch_sampler.set_epoch(self.epoch)
+            self.train_set.set_epoch(self.epoch)
             self.loader.set_epoch(self.epoch)
             skip = self.batches_in_epoch
             loader = acc.skip_first_batches(self.loader, skip) if skip else self.loader
