@@ -26,7 +26,17 @@ __all__ = ["IGNORE_INDEX", "FusionError", "check_image_markers", "splice_image_f
 
 
 class FusionError(ValueError):
-    """Image placeholders and image features disagree."""
+    """Image placeholders and image features disagree. ``sample`` is the batch row at fault, when there is one."""
+
+    def __init__(self, message: str, sample: int | None = None) -> None:
+        super().__init__(message)
+        self.sample = sample
+
+    def naming_records(self, record_ids: Sequence[str]) -> FusionError:
+        """This error with the record id of its sample added (``record_ids``: one per batch row)."""
+        if self.sample is None or not 0 <= self.sample < len(record_ids):
+            return self
+        return FusionError(f"{self} [sample {self.sample} is record {record_ids[self.sample]!r}]", self.sample)
 
 
 def _check_shapes(inputs_embeds: torch.Tensor, input_ids: torch.Tensor, labels: torch.Tensor | None) -> None:
@@ -50,7 +60,7 @@ def check_image_markers(input_ids: torch.Tensor, image_token_id: int, start_id: 
     bad = [(b, s, e) for b, (s, e) in enumerate(zip(starts, ends, strict=True)) if s != e]
     if bad:
         detail = "; ".join(f"sample {b}: {s} start, {e} end" for b, s, e in bad)
-        raise FusionError(f"image start and end tokens do not pair up ({detail})")
+        raise FusionError(f"image start and end tokens do not pair up ({detail})", bad[0][0])
     rows = [int(r) for r in rows_per_image]
     if sum(starts) != len(rows):
         raise FusionError(f"{sum(starts)} image start tokens in the batch (per sample: {starts}) but {len(rows)} "
@@ -68,13 +78,13 @@ def check_image_markers(input_ids: torch.Tensor, image_token_id: int, start_id: 
             q = p + 1 + int(off[0])
             if int(ids[b, q]) == end_id:
                 raise FusionError(f"{where}: the image end token at position {q} comes after {q - p - 1} "
-                                  f"placeholder(s), but the image has {rows[g]} feature rows")
+                                  f"placeholder(s), but the image has {rows[g]} feature rows", b)
             raise FusionError(f"{where}: position {q} holds token {int(ids[b, q])} where the image's {rows[g]} "
-                              f"feature rows go (expected the placeholder {image_token_id})")
+                              f"feature rows go (expected the placeholder {image_token_id})", b)
         if stop >= seq or int(ids[b, stop]) != end_id:
             found = "the end of the sequence" if stop >= seq else f"token {int(ids[b, stop])}"
             raise FusionError(f"{where}: the image end token must come right after its {rows[g]} feature rows, at "
-                              f"position {stop}; found {found}")
+                              f"position {stop}; found {found}", b)
 
 
 def splice_image_features(

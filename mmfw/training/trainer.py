@@ -46,6 +46,7 @@ from mmfw.data.collator import VLMCollator
 from mmfw.data.dataset import build_dataset
 from mmfw.data.report import DataReport
 from mmfw.model.builder import WEIGHTS_NAME, build_model, load_weights
+from mmfw.model.fusion import FusionError
 from mmfw.model.io import FINAL_MODEL_DIR
 from mmfw.training.checkpoint import (
     STATE_DIR,
@@ -436,10 +437,14 @@ class Trainer:
                 step_tokens = int(acc.reduce(torch.tensor(local_tokens, device=acc.device), "sum"))
                 scale = G * acc.num_processes / max(step_tokens, 1)
                 loss_sum = torch.zeros((), device=acc.device)
-                for inputs, labels in prepared:
+                for (inputs, labels), batch in zip(prepared, micro, strict=True):
                     with acc.accumulate(self.model):
                         positions = logit_positions(labels)
-                        logits = self.model(**inputs, use_cache=False, logits_to_keep=positions).logits
+                        try:
+                            logits = self.model(**inputs, use_cache=False, logits_to_keep=positions).logits
+                        except FusionError as err:  # name the record, not only the batch row
+                            rows = batch["input_ids"].shape[0]
+                            raise err.naming_records(batch["ids"] if len(batch["ids"]) == rows else []) from None
                         ce = token_loss_sum(logits, labels, positions)
                         acc.backward(ce * scale)
                         loss_sum += ce.detach()
