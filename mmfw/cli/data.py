@@ -58,6 +58,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="augment the sample's images as data.augment does in training and write them as PNG (an "
                         "image k > 0 goes to OUT-k.png)")
     w.add_argument("--epoch", type=int, default=0, help="the training epoch whose augmentation --augment shows")
+    w.add_argument("--prepare", action="store_true",
+                   help="first generate what data.synthetic / data.build_tokenizer describe, as training would")
     w.set_defaults(func=run_show)
 
 
