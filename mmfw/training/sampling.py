@@ -229,7 +229,7 @@ def _sample_length(dataset: Any, i: int) -> int:
 def sample_lengths(dataset: Any, cache_dir: str | Path | None = None) -> list[int]:
     """Token length of every sample (images expanded, truncation applied; 0 for samples that will be skipped),
     computed from image headers and the tokenizer only. Cached in ``cache_dir`` by a key over the records,
-    image-token counts and ``max_length``."""
+    image-token counts (image start/end tokens included) and ``max_length``."""
     key = None
     if cache_dir is not None:
         h = hashlib.sha256()
@@ -240,6 +240,7 @@ def sample_lengths(dataset: Any, cache_dir: str | Path | None = None) -> list[in
             h.update(json.dumps([conv.id, conv.messages, [str(p) for p in dataset.image_paths(i)]],
                                 default=str).encode())
         h.update(str(len(dataset.tokenizer)).encode())
+        h.update(repr(dataset.image_markers).encode())
         h.update(repr(getattr(dataset.strategy, "cfg", None)).encode())
         key = Path(cache_dir) / f"lengths-{h.hexdigest()[:16]}.json"
         if key.exists():
