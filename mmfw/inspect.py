@@ -12,7 +12,8 @@ then reports
 * the image tokens and input tiles of an image of a given size, from the image strategy itself (the single source of
   truth the data pipeline uses; ``model.fusion``'s start/end markers included), and the most tokens any image can
   become;
-* a memory estimate for weights, gradients and AdamW state (two fp32 moments per trainable parameter), for fp32 and
+* a memory estimate for weights, gradients and AdamW state (two fp32 moments per trainable parameter; with
+  ``policy.new_token_embeddings``, for the whole embedding weights, whose other rows are masked), for fp32 and
   bf16 weights/gradients. Activations are not included.
 
 Components must be buildable from an ``architecture`` (random init); a ``pretrained`` component would be loaded.
@@ -30,6 +31,7 @@ from mmfw.config import ExperimentConfig
 from mmfw.config.validate import max_image_tokens
 from mmfw.llms.base import TokenizerRequiredError
 from mmfw.model.builder import build_model
+from mmfw.training.new_token_rows import embedding_weights, new_token_row_count
 from mmfw.training.policy import trainable_parameter_counts
 
 MODULES = {"vision": "vision_encoder", "connector": "connector", "llm": "llm", "image_strategy": "image_strategy"}
@@ -68,9 +70,12 @@ def inspect_config(cfg: ExperimentConfig, registries: Registries,
     stages = []
     for stage in cfg.stage_plan():
         counts = trainable_parameter_counts(model, stage.training.policy)
+        # new-token rows train through a gradient mask: gradients and AdamW state cover the whole embedding weights
+        masked = (sum(w.numel() for w in embedding_weights(model)) - new_token_row_count(model)
+                  if stage.training.policy.new_token_embeddings else 0)
         stages.append({"name": stage.name, "trainable": counts["total"],
                        "trainable_by_module": {name: counts[attr] for name, attr in MODULES.items()},
-                       "memory_bytes": memory_estimate(total, counts["total"])})
+                       "memory_bytes": memory_estimate(total, counts["total"] + masked)})
     peak = max(stages, key=lambda s: s["trainable"])
 
     spec = model.vision_encoder.spec

@@ -79,6 +79,9 @@ class HFCausalLMConfig(LLMConfig):
     """Special tokens added to the tokenizer (e.g. OmniLMM's ``<im_start>``, ``<im_patch>``, ``<im_end>``); embedding
     rows of tokens new to the model are initialised to the mean of the existing rows (input and output embeddings)."""
 
+    def added_special_tokens(self) -> tuple[str, ...]:
+        return self.extra_special_tokens
+
     @field_validator("extra_special_tokens")
     @classmethod
     def _distinct_tokens(cls, v: tuple[str, ...]) -> tuple[str, ...]:

@@ -34,8 +34,7 @@ def load_tokenizer(cfg: ModelConfig, registries: Registries) -> PreTrainedTokeni
 def added_token_names(cfg: ModelConfig) -> tuple[str, ...]:
     """The tokens mmfw adds to the LLM's tokenizer (fusion tokens, then ``llm.extra_special_tokens``), each once:
     the embedding rows that ``training.policy.new_token_embeddings`` trains."""
-    extra = tuple(getattr(cfg.llm, "extra_special_tokens", ()) or ())
-    return tuple(dict.fromkeys((*cfg.fusion.added_tokens, *extra)))
+    return tuple(dict.fromkeys((*cfg.fusion.added_tokens, *cfg.llm.added_special_tokens())))
 
 
 def ensure_image_token(tokenizer: PreTrainedTokenizerBase, image_token: str) -> int:

@@ -111,3 +111,17 @@ def test_embeddings_trained_by_another_policy_are_refused(setup) -> None:
                                           "modules": {"llm.model.lm_head": "full"}})
     with pytest.raises(ConfigError, match="already trained in full"):
         apply_policy(model, policy)
+
+
+def test_mmfw_inspect_counts_rows_and_budgets_the_masked_state(setup, registries) -> None:
+    from mmfw.inspect import inspect_config, memory_estimate
+
+    cfg, model, tok, _ = setup
+    cfg = cfg.model_copy(update={"training": cfg.training.model_copy(update={"policy": PolicyConfig.model_validate(
+        {"vision_encoder": "frozen", "connector": "frozen", "llm": "frozen", "image_strategy": "frozen",
+         "new_token_embeddings": True})})})
+    report = inspect_config(cfg, registries)
+    hidden = model.llm.hidden_size
+    assert report["params"]["trainable"] == report["params"]["trainable_by_module"]["llm"] == 2 * 4 * hidden
+    masked = 2 * len(tok) * hidden - 2 * 4 * hidden
+    assert report["memory_bytes"] == memory_estimate(report["params"]["total"], 2 * 4 * hidden + masked)
