@@ -6,7 +6,8 @@
   the training pipeline (without training) and report every problem (one line each on stderr, with file, line, record id and reason), the distribution of
   sequence lengths (text + image tokens) and how many samples ``data.max_length`` truncates or drops. Exit code 2
   when any record is bad.
-* ``show CONFIG --index N``: one sample as the model sees it, supervised spans marked ``[[...]]``.
+* ``show CONFIG --index N``: one sample as the model sees it, supervised spans marked ``[[...]]``; with
+  ``--augment OUT.png``, its images augmented as ``data.augment`` would in training (``--epoch E``), written as PNG.
 """
 
 from __future__ import annotations
@@ -44,6 +45,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     which = w.add_mutually_exclusive_group(required=True)
     which.add_argument("--index", type=int, help="sample index in the split (records that parse, in file order)")
     which.add_argument("--id", dest="record_id", help="the record's id")
+    w.add_argument("--augment", metavar="OUT.png", default=None,
+                   help="augment the sample's images as data.augment does in training and write them as PNG (an "
+                        "image k > 0 goes to OUT-k.png)")
+    w.add_argument("--epoch", type=int, default=0, help="the training epoch whose augmentation --augment shows")
+    w.add_argument("--prepare", action="store_true",
+                   help="first generate what data.synthetic / data.build_tokenizer describe, as training would")
     w.set_defaults(func=run_show)
 
 
@@ -126,7 +133,7 @@ def run_check(args: argparse.Namespace) -> int:
             continue
         name = f"{section.path}.{split}"
         dataset = open_dataset(section.data, specs, tokenizer, strategy, image_token=cfg.model.fusion.image_token,
-                               name=name)
+                               name=name, image_markers=cfg.model.fusion.image_markers)
         result = check_dataset(dataset, limit=args.limit, progress=sys.stderr.isatty())
         for line in result.problem_lines():
             print(f"error: {line}", file=sys.stderr)
@@ -145,7 +152,8 @@ def run_show(args: argparse.Namespace) -> int:
     name = f"data.{args.split}"
     if not specs:
         raise CLIError(f"{name}: no dataset configured")
-    dataset = open_dataset(cfg.data, specs, tokenizer, strategy, image_token=cfg.model.fusion.image_token, name=name)
+    dataset = open_dataset(cfg.data, specs, tokenizer, strategy, image_token=cfg.model.fusion.image_token, name=name,
+                           image_markers=cfg.model.fusion.image_markers)
     if args.record_id is not None:
         try:
             index = dataset.index_of(args.record_id)
@@ -157,18 +165,21 @@ def run_show(args: argparse.Namespace) -> int:
         if not -len(dataset) <= index < len(dataset):
             raise CLIError(f"--index {index} is out of range: {name} has {len(dataset)} usable samples")
         index %= len(dataset)
+    if args.augment is not None:
+        _set_augment(cfg, dataset, args.epoch)
     item = dataset.inspect(index)
     if isinstance(item, SkippedSample):
         print(f"error: {name}: {item.describe()}", file=sys.stderr)
         return 2
     token = cfg.model.fusion.image_token
     ids, labels = item["input_ids"].tolist(), item["labels"].tolist()
-    image_tokens = sum(1 for t in ids if t == dataset.image_token_id)
+    image_ids = {dataset.image_token_id, *(tokenizer.convert_tokens_to_ids(list(cfg.model.fusion.image_markers or ())))}
+    image_tokens = sum(1 for t in ids if t in image_ids)
     print(f"{name}[{index}]: record {item['id']!r} ({dataset.location(index)})")
     for k, (path, image) in enumerate(zip(dataset.image_paths(index), item["images"], strict=False)):
         w, h = image.size
         print(f"  image {k}: {path} ({w}x{h}, {image.pixel_values.shape[0]} tile(s)) -> "
-              f"{strategy.num_tokens(image.size)} tokens")
+              f"{cfg.model.fusion.image_sequence_length(strategy.num_tokens(image.size))} tokens")
     cut = item["truncated"]
     how = (f"; truncated from {cut.num_tokens} by data.truncation {cut.policy}" if cut is not None else "")
     print(f"  tokens: {len(ids)} (text {len(ids) - image_tokens}, image {image_tokens}), supervised "
@@ -176,4 +187,31 @@ def run_show(args: argparse.Namespace) -> int:
     print(f"  supervised tokens are shown [[like this]]; {token}×N stands for one image's N tokens")
     print("-" * 80)
     print(render_supervision(ids, labels, tokenizer, image_token=token))
+    if args.augment is not None:
+        _write_augmented(dataset, index, args.augment)
     return 0
+
+
+def _set_augment(cfg: ExperimentConfig, dataset: Any, epoch: int) -> None:
+    from mmfw.data.augment import ImageAugmenter
+
+    if cfg.data.augment is None:
+        raise CLIError("--augment: data.augment is not set in the config")
+    dataset.augment = ImageAugmenter(cfg.data.augment, cfg.seed)  # the seed of the first stage's training
+    dataset.set_epoch(epoch)
+
+
+def _write_augmented(dataset: Any, index: int, out: str) -> None:
+    from pathlib import Path
+
+    from mmfw.data.images import load_image
+
+    base = Path(out)
+    paths = dataset.image_paths(index)
+    if not paths:
+        raise CLIError(f"--augment: sample {index} has no image")
+    base.parent.mkdir(parents=True, exist_ok=True)
+    for k, path in enumerate(paths):
+        target = base if k == 0 else base.with_name(f"{base.stem}-{k}{base.suffix or '.png'}")
+        dataset.augment(load_image(path), index, k).save(target, format="PNG")
+        print(f"augmented image {k} (epoch {dataset.augment.epoch}): {target}")

@@ -55,6 +55,10 @@ class ConnectorConfig(ComponentConfig):
 class LLMConfig(ComponentConfig):
     """Base of LLM configs."""
 
+    def added_special_tokens(self) -> tuple[str, ...]:
+        """Special tokens the LLM component adds to its tokenizer (none unless a config says so)."""
+        return ()
+
     @classmethod
     def example(cls, tokenizer: str) -> Self:  # type: ignore[override]
         """A tiny random-init config using the tokenizer in directory ``tokenizer`` (an LLM's vocabulary comes from

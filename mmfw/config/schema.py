@@ -12,8 +12,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from mmfw.config.kinds import Registries
 from mmfw.config.experiment import experiment_config_class
+from mmfw.config.kinds import Registries
 
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 _ROOT = "ExperimentConfig"

@@ -55,6 +55,7 @@ from mmfw.image_strategies.base import ImageInput, ImageStrategy
 
 if TYPE_CHECKING:
     from mmfw.config.experiment import DataConfig
+    from mmfw.data.augment import ImageAugmenter
 
 logger = logging.getLogger(__name__)
 
@@ -124,6 +125,7 @@ class LlavaDataset(Dataset):
         *,
         image_token: str,
         max_length: int,
+        image_markers: tuple[str, str] | None = None,
         system_prompt: str | None = None,
         on_error: OnError = "skip",
         truncation: TruncationPolicy = "drop-turns",
@@ -140,6 +142,10 @@ class LlavaDataset(Dataset):
         self.strategy = strategy
         self.image_token = image_token
         self.image_token_id = image_token_id(tokenizer, image_token)
+        self.image_markers = image_markers
+        self.augment: ImageAugmenter | None = None
+        """Training-time augmentation, ``(image, sample index, image index) -> image`` of the same size (see
+        :mod:`mmfw.data.augment`); None for evaluation and inference."""
         self.max_length = max_length
         self.system_prompt = system_prompt
         self.on_error = on_error
@@ -195,6 +201,11 @@ class LlavaDataset(Dataset):
                 continue
             self._entries.append(_Entry(conv, root, location))
 
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch the augmentation draws for (no effect without :attr:`augment`)."""
+        if self.augment is not None:
+            self.augment.set_epoch(epoch)
+
     # -- records --------------------------------------------------------------------------------------------------
     def __len__(self) -> int:
         return len(self._entries)
@@ -230,8 +241,10 @@ class LlavaDataset(Dataset):
     def load_images(self, i: int) -> list[ImageInput]:
         """Open and preprocess sample ``i``'s images. Raises :class:`RecordError` (``missing-image``, ...)."""
         out = []
-        for p in self.image_paths(i):
+        for k, p in enumerate(self.image_paths(i)):
             image = load_image(p)
+            if self.augment is not None:
+                image = self.augment(image, i, k)
             try:
                 out.append(self.strategy.preprocess(image))
             except (ValueError, OSError) as e:
@@ -256,7 +269,8 @@ class LlavaDataset(Dataset):
             return cached
         try:
             enc = encode_conversation(conv.messages, self.tokenizer, image_token=self.image_token,
-                                      image_token_counts=counts, system_prompt=self.system_prompt, sample_id=conv.id)
+                                      image_token_counts=counts, system_prompt=self.system_prompt, sample_id=conv.id,
+                                      image_markers=self.image_markers)
         except TemplateMismatchError as e:
             raise RecordError("template-mismatch", str(e)) from None
         except ImageTokenCountError as e:
@@ -329,7 +343,7 @@ class LlavaDataset(Dataset):
             images = self.load_images(i)
             ids = encode_prompt(conv.prompt_messages, self.tokenizer, image_token=self.image_token,
                                 image_token_counts=self._counts(images), system_prompt=self.system_prompt,
-                                sample_id=conv.id)
+                                sample_id=conv.id, image_markers=self.image_markers)
         except RecordError as err:
             return self._skip_or_raise(i, err)
         except ImageTokenCountError as e:
@@ -344,9 +358,10 @@ class LlavaDataset(Dataset):
 
 
 def build_dataset(specs: Sequence[DatasetSpec], cfg: DataConfig, tokenizer: Any, strategy: ImageStrategy, *,
-                  image_token: str, name: str = "data.train") -> LlavaDataset:
+                  image_token: str, image_markers: tuple[str, str] | None = None,
+                  name: str = "data.train") -> LlavaDataset:
     """A :class:`LlavaDataset` with the policies of ``cfg`` (``max_length``, ``system_prompt``, ``on_error``,
     ``truncation``, ``max_skip_ratio``); ``name`` is the YAML path of ``specs`` (used in messages)."""
-    return LlavaDataset(specs, tokenizer, strategy, image_token=image_token, max_length=cfg.max_length,
-                        system_prompt=cfg.system_prompt, on_error=cfg.on_error, truncation=cfg.truncation,
+    return LlavaDataset(specs, tokenizer, strategy, image_token=image_token, image_markers=image_markers,
+                        max_length=cfg.max_length, system_prompt=cfg.system_prompt, on_error=cfg.on_error, truncation=cfg.truncation,
                         max_skip_ratio=cfg.max_skip_ratio, name=name)

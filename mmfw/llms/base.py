@@ -76,6 +76,9 @@ class HFCausalLMConfig(LLMConfig):
     """Special tokens added to the tokenizer (e.g. OmniLMM's ``<im_start>``, ``<im_patch>``, ``<im_end>``); embedding
     rows of tokens new to the model are initialised to the mean of the existing rows (input and output embeddings)."""
 
+    def added_special_tokens(self) -> tuple[str, ...]:
+        return self.extra_special_tokens
+
     @field_validator("extra_special_tokens")
     @classmethod
     def _distinct_tokens(cls, v: tuple[str, ...]) -> tuple[str, ...]:
@@ -127,6 +130,10 @@ class LanguageModel(ComponentContract, nn.Module):
 
     def get_input_embeddings(self) -> nn.Embedding:
         return self.model.get_input_embeddings()
+
+    def get_output_embeddings(self) -> nn.Module | None:
+        """The output head (``lm_head``), or None; it may share its weight with the input embeddings."""
+        return self.model.get_output_embeddings()
 
     def forward(self, **kwargs: Any) -> Any:
         return self.model(**kwargs)

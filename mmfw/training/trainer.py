@@ -41,10 +41,12 @@ from mmfw.components import Registries
 from mmfw.config import ConfigError, ExperimentConfig, load_config, save_config
 from mmfw.config.experiment import ResolvedStage
 from mmfw.config.loader import RESOLVED_CONFIG_NAME
+from mmfw.data.augment import ImageAugmenter
 from mmfw.data.collator import VLMCollator
 from mmfw.data.dataset import build_dataset
 from mmfw.data.report import DataReport
 from mmfw.model.builder import WEIGHTS_NAME, build_model, load_weights
+from mmfw.model.fusion import FusionError
 from mmfw.model.io import FINAL_MODEL_DIR
 from mmfw.training.checkpoint import (
     STATE_DIR,
@@ -70,9 +72,11 @@ from mmfw.training.plots import PLOTS_DIR, draw_run_plots_quietly
 from mmfw.training.policy import apply_policy, stage_policy_counts
 from mmfw.training.sampling import (
     LengthGroupedBatchSampler,
+    ModalityGroupedBatchSampler,
     PackedBatchSampler,
     RowTaggedDataset,
     ShuffledBatchSampler,
+    sample_has_image,
     sample_lengths,
 )
 
@@ -323,7 +327,7 @@ class Trainer:
         self.feature_cache = None
         if t.feature_cache is not None:
             self.feature_cache = EncoderFeatureCache(t.feature_cache, model.vision_encoder, acc.process_index).install()
-        optimizer = build_optimizer(model, t, applied.lr_scale)
+        optimizer = build_optimizer(model, t, applied.lr_scale, applied.decays)
         self.model, self.optimizer, self.loader = acc.prepare(model, optimizer, self.loader)
         per_epoch = max(1, len(self.loader))
         self.total_steps = t.max_steps or max(1, math.ceil(t.epochs * per_epoch / t.gradient_accumulation_steps))
@@ -348,8 +352,11 @@ class Trainer:
             raise ConfigError([f"{'data' if stage.implicit else f'stages[{stage.index}].data'}.train: no training "
                                "data configured"])
         make = lambda specs, name: build_dataset(specs, d, self.tokenizer, model.image_strategy,  # noqa: E731
-                                                 image_token=self.cfg.model.fusion.image_token, name=name)
+                                                 image_token=self.cfg.model.fusion.image_token, name=name,
+                                                 image_markers=self.cfg.model.fusion.image_markers)
         self.train_set = make(d.train, "data.train")
+        if d.augment is not None:  # training images only; the eval set is never augmented
+            self.train_set.augment = ImageAugmenter(d.augment, self.cfg.seed + 1000 * stage.index)
         self.eval_set = make(d.eval, "data.eval") if d.eval else None
         if self.eval_set is not None and d.eval_max_samples and len(self.eval_set) > d.eval_max_samples:
             self.eval_set = Subset(self.eval_set, range(d.eval_max_samples))
@@ -358,7 +365,7 @@ class Trainer:
         self.collator = VLMCollator(self.tokenizer.pad_token_id, padding_side="right")
         seed = self.cfg.seed + 1000 * stage.index
         lengths = None
-        if t.group_by_length or t.packing:
+        if t.group_by_length or t.packing or t.group_by_modality:
             cache = self.stage_path / ".cache"
             if acc.is_main_process:
                 lengths = sample_lengths(self.train_set, cache)
@@ -371,6 +378,9 @@ class Trainer:
             capacity = t.pack_length or d.max_length
             self.batch_sampler: Any = PackedBatchSampler(lengths, capacity, t.batch_size, seed)
             dataset, collate = RowTaggedDataset(self.train_set), PackedCollator(self.tokenizer.pad_token_id)
+        elif t.group_by_modality:
+            self.batch_sampler = ModalityGroupedBatchSampler(lengths, sample_has_image(self.train_set), t.batch_size,
+                                                             seed)
         elif t.group_by_length:
             self.batch_sampler = LengthGroupedBatchSampler(lengths, t.batch_size, seed)
         else:
@@ -384,6 +394,7 @@ class Trainer:
         acc = self.accelerator
         while True:
             self.batch_sampler.set_epoch(self.epoch)
+            self.train_set.set_epoch(self.epoch)
             self.loader.set_epoch(self.epoch)
             skip = self.batches_in_epoch
             loader = acc.skip_first_batches(self.loader, skip) if skip else self.loader
@@ -428,10 +439,14 @@ class Trainer:
                 step_tokens = int(acc.reduce(torch.tensor(local_tokens, device=acc.device), "sum"))
                 scale = G * acc.num_processes / max(step_tokens, 1)
                 loss_sum = torch.zeros((), device=acc.device)
-                for inputs, labels in prepared:
+                for (inputs, labels), batch in zip(prepared, micro, strict=True):
                     with acc.accumulate(self.model):
                         positions = logit_positions(labels)
-                        logits = self.model(**inputs, use_cache=False, logits_to_keep=positions).logits
+                        try:
+                            logits = self.model(**inputs, use_cache=False, logits_to_keep=positions).logits
+                        except FusionError as err:  # name the record, not only the batch row
+                            rows = batch["input_ids"].shape[0]
+                            raise err.naming_records(batch["ids"] if len(batch["ids"]) == rows else []) from None
                         ce = token_loss_sum(logits, labels, positions)
                         acc.backward(ce * scale)
                         loss_sum += ce.detach()

@@ -104,9 +104,10 @@ class ValidationContext(ConfigContext):
 
     @cached_property
     def max_image_tokens(self) -> int | None:
-        """The most tokens one image can become (:meth:`ImageStrategy.max_tokens`), or None if unknown."""
+        """The most tokens one image can become (:meth:`ImageStrategy.max_tokens`, ``model.fusion``'s start/end
+        markers included), or None if unknown."""
         strategy = self.image_strategy
-        return None if strategy is None else strategy.max_tokens()
+        return None if strategy is None else self.cfg.model.fusion.image_sequence_length(strategy.max_tokens())
 
     def meta_model(self) -> Any | None:
         """The whole VLM built on the meta device (shapes and module names, no memory), or None when that is not
