@@ -8,8 +8,9 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from mmfw.cli.common import CLIError, report
+from mmfw.cli.common import CLIError, report, report_internal
 from mmfw.config import ConfigError
+from mmfw.data.errors import DataError
 from mmfw.registry import RegistryError
 from mmfw.training.errors import TrainingError
 
@@ -24,7 +25,7 @@ COMMAND_MODULES = (
     "mmfw.cli.merge",
 )
 
-EXPECTED_ERRORS = (ConfigError, CLIError, RegistryError, FileNotFoundError, ValueError, TrainingError)
+EXPECTED_ERRORS = (ConfigError, CLIError, RegistryError, FileNotFoundError, DataError, TrainingError)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,7 +52,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         return report(err)
     except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
         return 130
+    except (Exception, RecursionError, MemoryError) as err:  # a bug (or a case mmfw does not locate yet)
+        if args.debug:
+            raise
+        return report_internal(err)
 
 
 if __name__ == "__main__":

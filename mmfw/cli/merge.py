@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mmfw.cli.common import CLIError
+from mmfw.cli.common import CLIError, check_new_output_dir
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -26,6 +26,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists():
         raise CLIError(f"{out} already exists; choose a new directory")
+    check_new_output_dir(out)
     source = resolve_model_dir(args.run_dir)
     merged = sorted(adapter_dirs(source))
     model, tokenizer, cfg = load_model_dir(source)

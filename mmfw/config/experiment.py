@@ -82,7 +82,8 @@ class SyntheticDataConfig(StrictModel):
     out_dir: str = "data/synth"
     num_train: int = Field(20000, gt=0)
     num_eval: int = Field(600, gt=0)
-    image_size: int = Field(64, ge=16)
+    image_size: int = Field(64, ge=32)
+    """Side of the square images in pixels (the generator needs at least 32)."""
     seed: int = 0
     tasks: tuple[Literal["color", "shape", "position", "count"], ...] = ("color", "shape", "position", "count")
     extra_train_questions: tuple[Literal["color", "shape", "position"], ...] = ()

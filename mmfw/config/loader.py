@@ -8,6 +8,7 @@ apply to the new one). Relative paths in ``extends`` are relative to the file th
 from __future__ import annotations
 
 import copy
+import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,10 +17,13 @@ import yaml
 from pydantic import ValidationError
 
 from mmfw.config.experiment import ExperimentConfig, experiment_config_class
+from mmfw.config.yaml_safe import YAMLProblem, parse_yaml, read_yaml_file
 from mmfw.registry import format_choices
 
 if TYPE_CHECKING:
     from mmfw.components import Registries
+
+logger = logging.getLogger(__name__)
 
 RESOLVED_CONFIG_NAME = "config.yaml"
 
@@ -48,21 +52,24 @@ def _merge(base: Any, update: Any) -> Any:
     return out
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+def _read_yaml(path: Path, where: str | None = None) -> dict[str, Any]:
+    """One YAML file as a dict; ``where`` names what points at it (``"extends"``) in messages."""
+    source = str(path)
+    what = f"{where}: " if where else ""
     try:
-        text = path.read_text(encoding="utf-8")
+        data = read_yaml_file(path)
     except FileNotFoundError:
-        raise ConfigError([f"config file not found: {path}"]) from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise ConfigError([f"{where}invalid YAML: {getattr(e, 'problem', e)}"], source=str(path)) from None
+        raise ConfigError([f"{what}config file not found: {path}"]) from None
+    except IsADirectoryError:
+        raise ConfigError([f"{what}{path} is a directory; name a YAML file"]) from None
+    except OSError as e:
+        raise ConfigError([f"{what}cannot read {path}: {e.strerror or e}"]) from None
+    except YAMLProblem as e:
+        raise ConfigError([e.located()], source=source) from None
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError([f"top level must be a mapping, got {type(data).__name__}"], source=str(path))
+        raise ConfigError([f"top level must be a mapping, got {type(data).__name__}"], source=source)
     return data
 
 
@@ -73,7 +80,7 @@ def load_yaml_tree(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, 
     if resolved in _seen:
         chain = " -> ".join(str(p) for p in (*_seen, resolved))
         raise ConfigError([f"extends: circular inheritance: {chain}"], source=str(path))
-    data = _read_yaml(path)
+    data = _read_yaml(path, where=f"{_seen[-1]}: extends" if _seen else None)
     parents = data.pop("extends", None)
     if parents is None:
         return data
@@ -94,21 +101,86 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not sep or not key or any(not part for part in key.split(".")):
         raise ConfigError([f"override {text!r}: expected KEY.PATH=VALUE"])
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError:
+        value = parse_yaml(raw) if raw.strip() else None
+    except YAMLProblem as e:
+        if "alias" in e.message or "duplicate key" in e.message:
+            raise ConfigError([f"override {text!r}: {e.message}"]) from None
         value = raw
     return key.split("."), value
 
 
+def _set_path(tree: dict[str, Any], keys: list[str], value: Any, text: str) -> None:
+    """Set ``keys`` in ``tree`` (in place) to ``value`` merged over what is there; integers address list items."""
+    node: Any = tree
+    for depth, key in enumerate(keys):
+        last = depth == len(keys) - 1
+        where = ".".join(keys[:depth + 1])
+        if isinstance(node, list):
+            if not key.lstrip("-").isdigit():
+                raise ConfigError([f"override {text!r}: {where}: {'.'.join(keys[:depth])} is a list; address an "
+                                   f"item by its list index (0 to {len(node) - 1})"])
+            index = int(key)
+            if not -len(node) <= index < len(node):
+                raise ConfigError([f"override {text!r}: {where}: list index {index} is out of range (the list has "
+                                   f"{len(node)} item(s))"])
+            if last:
+                node[index] = _merge(node[index], value)
+            else:
+                node = node[index]
+        elif isinstance(node, dict):
+            if last and key == "type" and node.get("type") not in (None, value):
+                node.clear()  # another component: the old one's fields do not apply (as in _merge)
+                node["type"] = copy.deepcopy(value)
+            elif last:
+                node[key] = _merge(node[key], value) if key in node else copy.deepcopy(value)
+            else:
+                if node.get(key) is None:
+                    node[key] = {}
+                node = node[key]
+        else:
+            raise ConfigError([f"override {text!r}: {'.'.join(keys[:depth])} is {node!r}, not a mapping or a list"])
+
+
+_STAGE_LENGTH_KEYS = ("max_steps", "epochs")
+
+
+def _apply_to_stages(tree: dict[str, Any], keys: list[str], value: Any, text: str) -> list[str]:
+    """A ``training.KEY`` override also replaces what a stage sets for KEY itself (so that it takes effect in every
+    stage); returns the names of the stages changed."""
+    stages = tree.get("stages")
+    if len(keys) < 2 or keys[0] != "training" or not isinstance(stages, list):
+        return []
+    field = keys[1]
+    changed = []
+    for i, stage in enumerate(stages):
+        if not isinstance(stage, dict):
+            continue
+        sets_it = field in stage or (field in _STAGE_LENGTH_KEYS and any(k in stage for k in _STAGE_LENGTH_KEYS))
+        if not sets_it:
+            continue
+        if field in _STAGE_LENGTH_KEYS:
+            for other in _STAGE_LENGTH_KEYS:
+                stage.pop(other, None)
+        _set_path(stage, keys[1:], value, text)
+        changed.append(str(stage.get("name", i)))
+    return changed
+
+
 def apply_overrides(tree: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
-    """Return a copy of ``tree`` with each dotted override applied in order."""
+    """Return a copy of ``tree`` with each dotted override applied in order.
+
+    Integer parts address list items (``data.train.0.path=...``). On a staged config, ``training.KEY=VALUE`` also
+    replaces the value of every stage that sets KEY itself, so a value given on the command line takes effect in
+    every stage.
+    """
     out = copy.deepcopy(tree)
     for text in overrides:
         keys, value = parse_override(text)
-        update: Any = value
-        for key in reversed(keys):
-            update = {key: update}
-        out = _merge(out, update)
+        _set_path(out, keys, value, text)
+        changed = _apply_to_stages(out, keys, value, text)
+        if changed:
+            logger.info("--set %s also applies to stage(s) %s, which set %s themselves", text, ", ".join(changed),
+                        keys[1])
     return out
 
 
@@ -162,7 +234,11 @@ def load_config_dict(data: Mapping[str, Any], registries: Registries, source: st
 
 def load_config(path: str | Path, registries: Registries, overrides: Sequence[str] = ()) -> ExperimentConfig:
     """Load a YAML experiment config, following ``extends`` and applying dotted overrides."""
-    tree = apply_overrides(load_yaml_tree(path), overrides)
+    tree = load_yaml_tree(path)
+    try:
+        tree = apply_overrides(tree, overrides)
+    except ConfigError as e:
+        raise ConfigError(e.problems, source=str(path)) from None
     return load_config_dict(tree, registries, source=str(path))
 
 

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from mmfw.config.input_checks import INPUT_CHECKS
 from mmfw.config.loader import ConfigError
 
 if TYPE_CHECKING:
@@ -313,7 +314,7 @@ def check_training_policies(ctx: ValidationContext) -> Iterator[str]:
                     yield problem if len(stages) == 1 or not ctx.cfg.stages else prefix + problem
 
 
-DEFAULT_CHECKS: tuple[Check, ...] = (check_data_files, check_model_sources, check_token_budget,
+DEFAULT_CHECKS: tuple[Check, ...] = (check_data_files, check_model_sources, *INPUT_CHECKS, check_token_budget,
                                      check_training_policies)
 
 

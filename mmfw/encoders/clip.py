@@ -15,6 +15,7 @@ from pydantic import Field, model_validator
 from typing_extensions import Self
 
 from mmfw.config.base import StrictModel, VisionEncoderConfig
+from mmfw.config.input_checks import load_located
 from mmfw.encoders.base import DType, VisionEncoder, VisionSpec, torch_dtype
 from mmfw.registry import component
 
@@ -75,7 +76,8 @@ class CLIPVisionEncoder(VisionEncoder):
 
         dtype = torch_dtype(cfg.dtype)
         if cfg.pretrained is not None:
-            self.model = CLIPVisionModel.from_pretrained(cfg.pretrained, dtype=dtype)
+            self.model = load_located("model.vision_encoder.pretrained", cfg.pretrained,
+                                      CLIPVisionModel.from_pretrained, cfg.pretrained, dtype=dtype)
         else:
             self.model = CLIPVisionModel(CLIPVisionConfig(**cfg.architecture.model_dump())).to(dtype)
         mc = self.model.config

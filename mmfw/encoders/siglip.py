@@ -17,6 +17,7 @@ from pydantic import Field, model_validator
 from typing_extensions import Self
 
 from mmfw.config.base import StrictModel, VisionEncoderConfig
+from mmfw.config.input_checks import load_located
 from mmfw.encoders.base import DType, VisionEncoder, VisionSpec, torch_dtype
 from mmfw.registry import component
 
@@ -74,7 +75,8 @@ class SiglipVisionEncoder(VisionEncoder):
 
         dtype = torch_dtype(cfg.dtype)
         if cfg.pretrained is not None:
-            self.model = SiglipVisionModel.from_pretrained(cfg.pretrained, dtype=dtype)
+            self.model = load_located("model.vision_encoder.pretrained", cfg.pretrained,
+                                      SiglipVisionModel.from_pretrained, cfg.pretrained, dtype=dtype)
         else:
             arch = cfg.architecture.model_dump()
             self.model = SiglipVisionModel(SiglipVisionConfig(**arch, vision_use_head=False)).to(dtype)

@@ -6,10 +6,23 @@ import logging
 from pathlib import Path
 
 from mmfw.config.experiment import DataConfig
+from mmfw.config.loader import ConfigError
 from mmfw.data.synth import ensure_synthetic_vqa
 from mmfw.data.tokenizer_train import texts_from_llava_json, train_tokenizer
 
 logger = logging.getLogger(__name__)
+
+
+def pending_outputs(cfg: DataConfig) -> list[str]:
+    """What ``cfg.synthetic`` / ``cfg.build_tokenizer`` declare and is not there yet, as ``"yaml.path: path"``."""
+    pending = []
+    if cfg.synthetic is not None:
+        out = Path(cfg.synthetic.out_dir)
+        if not ((out / "train.json").exists() and (out / "eval.json").exists()):
+            pending.append(f"data.synthetic: {out}")
+    if cfg.build_tokenizer is not None and not (Path(cfg.build_tokenizer.out_dir) / "tokenizer_config.json").exists():
+        pending.append(f"data.build_tokenizer: {cfg.build_tokenizer.out_dir}")
+    return pending
 
 
 def prepare_data(cfg: DataConfig) -> None:
@@ -23,7 +36,7 @@ def prepare_data(cfg: DataConfig) -> None:
         out = Path(cfg.build_tokenizer.out_dir)
         if not (out / "tokenizer_config.json").exists():
             if not cfg.train:
-                raise ValueError("data.build_tokenizer needs data.train files to learn from")
+                raise ConfigError(["data.build_tokenizer: needs data.train files to learn from"])
             logger.info("training a %d-token tokenizer on %d file(s) -> %s", cfg.build_tokenizer.vocab_size,
                         len(cfg.train), out)
             train_tokenizer(texts_from_llava_json([d.path for d in cfg.train]), out,
