@@ -66,7 +66,8 @@ class DatasetSpec(StrictModel):
     path: str
     """A ``.json`` file (a list of records) or a ``.jsonl`` file (one record per line)."""
     image_root: str | None = None
-    """Directory image paths are relative to; defaults to the JSON file's directory."""
+    """Directory image paths are relative to; defaults to the JSON file's directory. A relative path that leaves it
+    (``../``), or an absolute path when ``image_root`` is set, makes the record unusable (``image-outside-root``)."""
 
     @field_validator("path")
     @classmethod

@@ -31,6 +31,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from mmfw.data.control_tokens import neutralize_messages
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -191,6 +193,8 @@ def encode_conversation(
         system_prompt: Prepended as a system message unless the conversation already starts with one.
         sample_id: Named in error messages.
 
+    Control tokens inside message contents are text (:mod:`mmfw.data.control_tokens`), never turn boundaries.
+
     Raises:
         TemplateMismatchError: the template is not prefix-stable for this conversation.
         ImageTokenCountError: the number of placeholders in the rendered text differs from the number of images.
@@ -198,7 +202,7 @@ def encode_conversation(
     """
     _check_template(tokenizer)
     tid = image_token_id(tokenizer, image_token)
-    msgs = with_system_prompt(messages, system_prompt)
+    msgs = with_system_prompt(neutralize_messages(messages, tokenizer, keep=(image_token,)), system_prompt)
     full = _render(tokenizer, msgs, add_generation_prompt=False)
     labels = [IGNORE_INDEX] * len(full)
     eos = tokenizer.eos_token_id
@@ -246,6 +250,7 @@ def encode_prompt(
     image placeholders expanded as in :func:`encode_conversation`."""
     _check_template(tokenizer)
     tid = image_token_id(tokenizer, image_token)
+    messages = neutralize_messages(messages, tokenizer, keep=(image_token,))
     ids = _render(tokenizer, with_system_prompt(messages, system_prompt), add_generation_prompt=True)
     ids, _, _, _ = _expand_images(ids, [IGNORE_INDEX] * len(ids), tid, image_token_counts, sample_id)
     return ids

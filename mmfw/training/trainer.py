@@ -60,7 +60,7 @@ from mmfw.training.checkpoint import (
 )
 from mmfw.training.data_prep import prepare_data
 from mmfw.training.errors import NonFiniteLossError, RunExistsError
-from mmfw.training.evaluate import evaluate_accuracy, evaluate_loss
+from mmfw.training.evaluate import evaluate_accuracy, evaluate_loss, require_usable
 from mmfw.training.feature_cache import EncoderFeatureCache
 from mmfw.training.lora import load_adapter_weights, load_adapters, load_plain_state_dict
 from mmfw.training.loss import IGNORE_INDEX, logit_positions, supervised_tokens, token_loss_sum
@@ -351,6 +351,8 @@ class Trainer:
         self.eval_set = make(d.eval, "data.eval") if d.eval else None
         if self.eval_set is not None and d.eval_max_samples and len(self.eval_set) > d.eval_max_samples:
             self.eval_set = Subset(self.eval_set, range(d.eval_max_samples))
+        if self.eval_set is not None:  # robust: never an eval over 0 samples
+            require_usable(self.eval_set, "data.eval")
         self.report = DataReport.for_dataset(self.train_set, d.max_skip_ratio if d.on_error == "skip" else None,
                                              name="data.train")
         self.collator = VLMCollator(self.tokenizer.pad_token_id, padding_side="right")

@@ -272,7 +272,69 @@ PATH_CASES = [
 ]
 
 
-CASES = YAML_CASES + VALUE_CASES + FLAG_CASES + OVERRIDE_CASES + PATH_CASES
+
+
+
+# --- data integrity -------------------------------------------------------------------------------------------------
+def _data(records: list[Any], name: str = "train.jsonl", split: str = "train", cmd: str = "data check",
+          image_root: bool = False) -> Callable[[Ctx], list[Any]]:
+    def make(c: Ctx) -> list[Any]:
+        import shutil
+
+        d = c.tmp / "d"
+        d.mkdir(exist_ok=True)
+        shutil.copy(next((c.data_dir / "images").glob("*.png")), d / "x.png")
+        (d / "sub").mkdir(exist_ok=True)
+        path = d / name
+        if name.endswith(".jsonl"):
+            c.jsonl(f"d/{name}", records)
+        else:
+            path.write_text(records[0] if isinstance(records[0], str) else json.dumps(records))
+        spec = {"path": str(path), **({"image_root": str(d)} if image_root else {})}
+        return [*cmd.split(), c.config(set_path(c.base, f"data.{split}", [spec]))]
+
+    return make
+
+
+DEEP = "[" * 100_000 + "]" * 100_000
+DATA_CASES = [
+    Case("jsonl-deeply-nested", _data([record(), DEEP]), ("train.jsonl:2", "bad-json", "nested too deeply")),
+    Case("json-deeply-nested", _data(['{"a": ' + DEEP + "}"], name="train.json"),
+         ("train.json", "nested too deeply")),
+    Case("image-leaves-root", _data([record(image="../x.png")]), ("image-outside-root", "'r0'", "train.jsonl:1")),
+    Case("image-leaves-root-nested", _data([record(image="sub/../../d/../x.png")]), ("image-outside-root",)),
+    Case("image-absolute-path-with-root", _data([record(image="/etc/hostname")], image_root=True),
+         ("image-outside-root", "/etc/hostname")),
+    Case("duplicate-record-ids", _data([record(), record()]), ("duplicate-id", "train.jsonl:2", "train.jsonl:1")),
+    Case("image-is-a-directory", _data([record(image="sub")]), ("missing-image", "is a directory")),
+    Case("image-missing", _data([record(image="nope.png")]), ("missing-image", "nope.png")),
+    Case("image-not-an-image", _data([record(image="train.jsonl")]), ("corrupt-image",)),
+    Case("record-not-object", _data([[1, 2]]), ("not-an-object", "train.jsonl:1")),
+    Case("record-null", _data(["null"]), ("not-an-object",)),
+    Case("jsonl-not-utf8", lambda c: _bad_utf8_jsonl(c), ("bad-json", "UTF-8")),
+    Case("conversations-missing", _data([{"id": "a", "image": "x.png"}]), ("missing-conversations", "'a'")),
+    Case("conversation-empty", _data([record(conversations=[])]), ("empty-conversation",)),
+    Case("reply-empty", _data([record(reply="  ")]), ("empty-reply",)),
+    Case("turn-content-number", _data([record(conversations=[{"from": "human", "value": 3},
+                                                             {"from": "gpt", "value": "x"}])]), ("bad-content",)),
+    Case("role-unknown", _data([record(conversations=[{"from": "robot", "value": "<image>"},
+                                                      {"from": "gpt", "value": "x"}])]), ("bad-role",)),
+    Case("image-list-of-numbers", _data([record(image=[1])]), ("bad-image",)),
+    Case("placeholders-vs-images", _data([record(text="<image> twice", image="x.png")]),
+         ("image-placeholder-mismatch",)),
+    Case("eval-every-image-missing", _data([record(image="gone.png"), {**record(image="gone2.png"), "id": "r1"}],
+                                           split="eval", cmd="train"),
+         ("data.eval: none of its 2 sample(s) can be used", "missing-image 2")),
+    Case("train-every-record-bad", _data([[1], [2]], cmd="train"), ("data.train", "2 of 2 records", "not-an-object")),
+]
+
+
+def _bad_utf8_jsonl(c: Ctx) -> list[Any]:
+    path = c.file("d/bad.jsonl", b'{"id": "caf\xe9"}\n')
+    return ["data", "check", c.config(set_path(c.base, "data.train", [{"path": str(path)}]))]
+
+
+CASES = YAML_CASES + VALUE_CASES + FLAG_CASES + OVERRIDE_CASES + PATH_CASES + DATA_CASES
 
 
 @pytest.mark.parametrize("case", CASES, ids=str)
