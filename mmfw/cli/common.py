@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from mmfw.components import Registries, default_registries
@@ -76,9 +78,22 @@ def check_new_output_dir(out: str | Path, flag: str = "OUT") -> Path:
     return out
 
 
+@contextlib.contextmanager
+def located_model_errors(source: str) -> Iterator[None]:
+    """Errors of loading the model of ``source`` (a run or model directory) as one-line CLI errors naming it."""
+    try:
+        yield
+    except ValueError as e:
+        from mmfw.model.builder import CheckpointMismatchError
+
+        if isinstance(e, CheckpointMismatchError):
+            raise CLIError(f"{source}: {e}") from e
+        raise
+
+
 def report(err: BaseException) -> int:
     """Print an expected error as one line per problem; return the exit code (2: bad input)."""
-    code = err.exit_code if isinstance(err, CLIError) else 2
+    code = int(getattr(err, "exit_code", 2))  # CLIError's, or an interrupted run's 130
     text = str(err) if isinstance(err, ConfigError | CLIError) else _describe(err)
     for line in text.splitlines() or [type(err).__name__]:
         print(f"error: {line}", file=sys.stderr)

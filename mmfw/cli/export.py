@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from mmfw.cli.common import check_new_output_dir
+from mmfw.cli.common import check_new_output_dir, located_model_errors
 from mmfw.export import FORMATS
 
 
@@ -21,6 +21,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    with located_model_errors(args.run_dir):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     from mmfw.export import export_hf_llava
     from mmfw.model.io import resolve_model_dir
 

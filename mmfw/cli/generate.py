@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mmfw.cli.common import CLIError, positive_int
+from mmfw.cli.common import CLIError, located_model_errors, positive_int
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -19,6 +19,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    with located_model_errors(args.run_dir):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     from mmfw.inference import load_pipeline
 
     check_device(args.device)

@@ -23,6 +23,7 @@ from transformers.pytorch_utils import Conv1D
 
 from mmfw.config import ConfigError
 from mmfw.config.training import COMPONENTS, LoraPolicy
+from mmfw.model.builder import CheckpointMismatchError
 
 if TYPE_CHECKING:  # peft is imported where adapters are made or loaded (not needed to count them)
     from peft import LoraConfig, PeftModel
@@ -180,8 +181,14 @@ def load_plain_state_dict(model: nn.Module, state: dict[str, torch.Tensor], sour
             missing.append(pk)
     unexpected = sorted(set(state) - {plain_key(k, wrapped) for k in target})
     if missing or unexpected:
-        raise ValueError(f"{source} does not match the model: missing keys {sorted(missing)[:10]}, unexpected keys "
-                         f"{unexpected[:10]}")
+        raise CheckpointMismatchError(f"{source} does not match the model built from the config: missing keys "
+                                      f"{sorted(missing)[:10]}, unexpected keys {unexpected[:10]}")
+    wrong = [f"{plain_key(k, wrapped)}: checkpoint {list(v.shape)} vs model {list(target[k].shape)}"
+             for k, v in mapped.items() if tuple(v.shape) != tuple(target[k].shape)]
+    if wrong:
+        more = f" (and {len(wrong) - 5} more)" if len(wrong) > 5 else ""
+        raise CheckpointMismatchError(f"{source} does not match the model built from the config: {len(wrong)} "
+                                      f"tensor(s) differ in shape: {'; '.join(wrong[:5])}{more}")
     model.load_state_dict(mapped, strict=False)
 
 
