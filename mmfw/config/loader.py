@@ -229,7 +229,63 @@ def load_config_dict(data: Mapping[str, Any], registries: Registries, source: st
     try:
         return cls.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(format_validation_error(err, data), source=source) from None
+        problems = format_validation_error(err, data)
+        if any("unknown type" in p for p in problems):
+            problems += _missing_component_hints(registries, source)
+        raise ConfigError(problems, source=source) from None
+
+
+PROVENANCE_PREFIX = "# component "
+
+
+def _missing_component_hints(registries: Registries, source: str | None) -> list[str]:
+    """Why a component type may be unknown: a plugin that failed to load, or the package a saved config was
+    written with (its ``# component`` header lines, see :func:`dump_config`)."""
+    hints = [f"plugin {name} failed to load, so its components are not available: {why}"
+             for name, why in getattr(registries, "plugin_failures", {}).items()]
+    if source is not None:
+        try:
+            lines = Path(source).read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError):
+            lines = []
+        for line in lines:
+            if not line.startswith("#"):
+                break
+            if line.startswith(PROVENANCE_PREFIX):
+                hints.append(f"this config was written with {line.removeprefix(PROVENANCE_PREFIX)}; install it if "
+                             "that component is the unknown one")
+    return hints
+
+
+def _distributions_by_module() -> dict[str, list[str]]:
+    """Top-level module -> the distributions providing it: mmfw plugins' entry points first, then the installed
+    files."""
+    from importlib.metadata import entry_points, packages_distributions
+
+    out: dict[str, list[str]] = {}
+    for ep in entry_points(group="mmfw.plugins"):
+        if ep.dist is not None:
+            out.setdefault(ep.value.split(".")[0].split(":")[0], []).append(ep.dist.name)
+    for module, names in packages_distributions().items():
+        out.setdefault(module, list(names))
+    return out
+
+
+def _provenance(cfg: ExperimentConfig) -> list[str]:
+    """``# component model.connector 'avgpool' from the package mmfw-avgpool`` for components of installed
+    packages other than mmfw (so that a run trained with a plugin says which plugin it needs)."""
+    out = []
+    dists: dict[str, list[str]] | None = None
+    for field in ("vision_encoder", "connector", "llm", "image_strategy"):
+        comp = getattr(cfg.model, field)
+        top = type(comp).__module__.split(".")[0]
+        if top == "mmfw":
+            continue
+        dists = _distributions_by_module() if dists is None else dists
+        names = dists.get(top) or [top]
+        out.append(f"{PROVENANCE_PREFIX}model.{field} {comp.type!r} from the package {names[0]} (pip install "
+                   f"{names[0]})")
+    return out
 
 
 def load_config(path: str | Path, registries: Registries, overrides: Sequence[str] = ()) -> ExperimentConfig:
@@ -243,8 +299,10 @@ def load_config(path: str | Path, registries: Registries, overrides: Sequence[st
 
 
 def dump_config(cfg: ExperimentConfig) -> str:
-    """The fully resolved config as YAML (loads back to an equal object)."""
-    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+    """The fully resolved config as YAML (loads back to an equal object); components of packages other than mmfw
+    are named in ``# component`` header lines."""
+    header = "".join(line + "\n" for line in _provenance(cfg))
+    return header + yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
 
 
 def save_config(cfg: ExperimentConfig, path: str | Path) -> Path:

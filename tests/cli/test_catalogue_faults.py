@@ -239,3 +239,20 @@ def test_processes_that_do_not_form_one_group_are_refused(reference, tmp_path) -
     assert proc.returncode == 2, proc.stderr
     assert "rank 1 of 2" in proc.stderr and "do not train together" in proc.stderr
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_training_state_loads_without_unpickling(reference) -> None:
+    """Every file of a checkpoint's ``state/`` (optimizer, scheduler, RNG) loads with ``weights_only=True``, the
+    weights are safetensors, and mmfw's own code never calls an unrestricted ``torch.load`` or ``pickle.load``."""
+    import re
+
+    state = reference["run"] / "checkpoints" / "step-4" / "state"
+    files = sorted(p for p in state.iterdir() if p.is_file())
+    assert files
+    for path in files:
+        torch.load(path, weights_only=True, map_location="cpu")
+    for src in (REPO / "mmfw").rglob("*.py"):
+        text = src.read_text()
+        for call in re.findall(r"torch\.load\([^)]*\)", text):
+            assert "weights_only=True" in call, (src, call)
+        assert "pickle.load" not in text and "pickle.loads" not in text, src
