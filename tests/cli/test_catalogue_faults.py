@@ -242,15 +242,19 @@ def test_processes_that_do_not_form_one_group_are_refused(reference, tmp_path) -
 
 
 def test_training_state_loads_without_unpickling(reference) -> None:
-    """Every file of a checkpoint's ``state/`` (optimizer, scheduler, RNG) loads with ``weights_only=True``, the
-    weights are safetensors, and mmfw's own code never calls an unrestricted ``torch.load`` or ``pickle.load``."""
+    """Every file of a checkpoint's ``state/`` (optimizer, scheduler, RNG) loads with ``weights_only=True`` (plus
+    Accelerate's allowlist of numpy array types for the RNG state: no arbitrary global), the weights are
+    safetensors, and mmfw's own code never calls an unrestricted ``torch.load`` or ``pickle.load``."""
     import re
+
+    from accelerate.utils.other import TORCH_SAFE_GLOBALS
 
     state = reference["run"] / "checkpoints" / "step-4" / "state"
     files = sorted(p for p in state.iterdir() if p.is_file())
     assert files
     for path in files:
-        torch.load(path, weights_only=True, map_location="cpu")
+        with torch.serialization.safe_globals(TORCH_SAFE_GLOBALS):
+            torch.load(path, weights_only=True, map_location="cpu")
     for src in (REPO / "mmfw").rglob("*.py"):
         text = src.read_text()
         for call in re.findall(r"torch\.load\([^)]*\)", text):
