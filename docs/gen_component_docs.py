@@ -25,7 +25,8 @@ from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined, to_jsonable_python
 
 from mmfw.components import Registries, collect_registries, make_plugin_manager
-from mmfw.config.base import ComponentConfig, ConnectorConfig, LLMConfig, StrictModel, VisionEncoderConfig
+from mmfw.config.base import ComponentConfig, StrictModel
+from mmfw.config.kinds import KINDS
 
 OUT_DIR = Path(__file__).resolve().parent / "components"
 PAGES = {  # registry attribute: (file name, title)
@@ -33,7 +34,7 @@ PAGES = {  # registry attribute: (file name, title)
     "connectors": ("connectors.md", "Connectors"),
     "llms": ("llms.md", "LLMs"),
 }
-KIND_BASES = (ComponentConfig, VisionEncoderConfig, ConnectorConfig, LLMConfig, StrictModel, BaseModel)
+KIND_BASES = (ComponentConfig, *(k.config_base for k in KINDS), StrictModel, BaseModel)
 EXAMPLE_TOKENIZER = "path/to/tokenizer"
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from mmfw import hookimpl
-from mmfw.components import Registries
+from mmfw.config.kinds import Registries
 
 
 @hookimpl

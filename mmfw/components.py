@@ -1,18 +1,25 @@
-"""The set of registries and the plugin manager that fills them."""
+"""The plugin manager and the registries it fills: built-in components, installed plugins, extra plugins.
+
+Above the component packages (the built-in plugin, :mod:`mmfw.builtin`, imports them all); :class:`Registries` itself
+is declared with the component kinds in :mod:`mmfw.config.kinds` and re-exported here.
+"""
 
 from __future__ import annotations
 
 import functools
 import logging
 import os
-from dataclasses import dataclass, field, fields
 from importlib.metadata import entry_points
 from typing import Any
 
 import pluggy
 
-from mmfw import hookspecs
-from mmfw.registry import DuplicateComponentError, Registry
+from mmfw import builtin, hookspecs
+from mmfw.config.kinds import Registries
+from mmfw.errors import DuplicateComponentError
+
+__all__ = ["DISABLE_AUTOLOAD_ENV", "ENTRY_POINT_GROUP", "Registries", "collect_registries", "default_plugin_manager",
+           "default_registries", "make_plugin_manager"]
 
 logger = logging.getLogger(__name__)
 
@@ -20,50 +27,8 @@ ENTRY_POINT_GROUP = "mmfw.plugins"
 DISABLE_AUTOLOAD_ENV = "MMFW_DISABLE_PLUGIN_AUTOLOAD"
 
 
-@dataclass
-class Registries:
-    """Every registry, one per component kind. Passed to whatever needs to resolve a component name."""
-
-    vision_encoders: Registry = field(default_factory=lambda: Registry("vision encoder"))
-    connectors: Registry = field(default_factory=lambda: Registry("connector"))
-    llms: Registry = field(default_factory=lambda: Registry("llm"))
-    image_strategies: Registry = field(default_factory=lambda: Registry("image strategy"))
-
-    def __post_init__(self) -> None:
-        self.plugin_failures: dict[str, str] = {}
-        """Plugins that failed to load or to register (``"dist:entry-point"`` -> the error); their components are
-        not available, everything else is."""
-
-    def kinds(self) -> dict[str, Registry]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
-
-    def scoped(self, source: str) -> Registries:
-        """A view whose ``register`` calls record ``source`` as the origin of each component."""
-        return _ScopedRegistries(self, source)  # type: ignore[return-value]
-
-
-class _ScopedRegistry:
-    def __init__(self, registry: Registry, source: str) -> None:
-        self._registry, self._source = registry, source
-
-    def register(self, obj: Any, **kwargs: Any) -> Any:
-        kwargs.setdefault("source", f"{self._source} ({obj.__module__}.{obj.__qualname__})")
-        return self._registry.register(obj, **kwargs)
-
-    def __getattr__(self, item: str) -> Any:
-        return getattr(self._registry, item)
-
-
-class _ScopedRegistries:
-    def __init__(self, registries: Registries, source: str) -> None:
-        for name, reg in registries.kinds().items():
-            setattr(self, name, _ScopedRegistry(reg, source))
-
-
 def make_plugin_manager(load_entry_points: bool | None = None, extra_plugins: list[Any] = ()) -> pluggy.PluginManager:
     """A plugin manager with the built-in plugin, entry-point plugins (unless disabled) and ``extra_plugins``."""
-    from mmfw import builtin
-
     pm = pluggy.PluginManager("mmfw")
     pm.add_hookspecs(hookspecs)
     pm.register(builtin, name="mmfw.builtin")

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
-    from mmfw.components import Registries
+    from mmfw.config.kinds import Registries
 
 hookspec = pluggy.HookspecMarker("mmfw")
 
@@ -27,7 +27,7 @@ hookspec = pluggy.HookspecMarker("mmfw")
 @hookspec
 def mmfw_register_components(registries: Registries) -> None:
     """Register components: ``registries.vision_encoders.register(MyEncoder)`` and likewise for
-    ``connectors``, ``llms``, ``image_strategies`` and ``chat_templates``.
+    ``connectors``, ``llms`` and ``image_strategies`` (one registry per kind of :data:`mmfw.config.kinds.KINDS`).
 
     Each component class carries its name and config class (see :func:`mmfw.registry.component`). A name already
     registered by another plugin is an error naming both.

@@ -11,64 +11,28 @@ class (no global state). Registries are filled by plugins through the ``mmfw_reg
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from mmfw.errors import (  # noqa: F401  (re-exported: the registry's errors)
+    DuplicateComponentError,
+    PluginLoadError,
+    RegistryError,
+    UnknownComponentError,
+    closest_first,
+    format_choices,
+)
+
 T = TypeVar("T")
-
-
-class RegistryError(Exception):
-    """Base class of registry errors."""
-
-
-class UnknownComponentError(RegistryError, KeyError):
-    """A name that no plugin registered."""
-
-    def __init__(self, kind: str, name: str, choices: list[str]) -> None:
-        self.kind, self.name, self.choices = kind, name, choices
-        super().__init__(self.message)
-
-    @property
-    def message(self) -> str:
-        return f"unknown {self.kind} {self.name!r}; {format_choices(self.name, self.choices)}"
-
-    def __str__(self) -> str:
-        return self.message
-
-
-class DuplicateComponentError(RegistryError):
-    """The same name registered twice."""
-
-
-class PluginLoadError(RegistryError):
-    """An installed plugin (``mmfw.plugins`` entry point) could not be imported."""
-
-
-def closest_first(name: str, choices: list[str]) -> list[str]:
-    """Return ``choices`` sorted with the closest matches to ``name`` first (then alphabetically)."""
-    close = difflib.get_close_matches(name, choices, n=len(choices), cutoff=0.0)
-    ranked = [c for c in close if difflib.SequenceMatcher(None, name, c).ratio() >= 0.5]
-    return ranked + sorted(c for c in choices if c not in ranked)
-
-
-def format_choices(name: str, choices: list[str]) -> str:
-    """Human-readable list of valid choices, with a 'did you mean' for the closest one."""
-    if not choices:
-        return "nothing is registered"
-    ordered = closest_first(name, choices)
-    hint = ""
-    if ordered and difflib.SequenceMatcher(None, name, ordered[0]).ratio() >= 0.5:
-        hint = f"did you mean {ordered[0]!r}? "
-    return hint + "valid choices: " + ", ".join(repr(c) for c in ordered)
 
 
 def component(name: str, *, config: type) -> Callable[[type[T]], type[T]]:
     """Class decorator declaring a component's registry name and config class.
 
-    Only annotates the class (``cls.registry_name``, ``cls.config_class``) and sets the config's ``type`` default;
-    registration itself happens through a plugin hook.
+    Only annotates the class (``cls.registry_name``, ``cls.config_class``); registration itself happens through a
+    plugin hook. The config class declares ``type: Literal[name] = name`` itself; :meth:`Registry.register` checks that
+    its default equals ``name``.
     """
 
     def wrap(cls: type[T]) -> type[T]:

@@ -11,7 +11,7 @@ from PIL import Image
 
 from mmfw.cli.main import main
 from mmfw.config import load_config_dict
-from mmfw.inspect import format_report, inspect_config, memory_estimate
+from mmfw.inspection import format_report, inspect_config, memory_estimate
 from mmfw.model.builder import build_model
 
 
@@ -29,6 +29,9 @@ def test_counts_equal_the_real_model(tiny_experiment, registries) -> None:
     assert r["params"]["total"] == sum(p.numel() for p in real.parameters())
     assert r["params"]["trainable"] == r["params"]["by_module"]["connector"] + r["params"]["by_module"]["image_strategy"]
     assert r["dims"]["vocab_from"] == "tokenizer"
+    blocks = {type(b).__name__ for b in real.vision_encoder.layer_groups()} | {
+        type(m).__name__ for m in real.llm.modules() if type(m).__name__ in real.llm.model._no_split_modules}
+    assert r["fsdp_wrap"] == sorted(blocks) == ["CLIPEncoderLayer", "LlamaDecoderLayer"]
     assert r["dims"]["vocab_size"] == real.llm.get_input_embeddings().num_embeddings
     size = (100, 30)
     pixels = real.image_strategy.preprocess(Image.new("RGB", size)).pixel_values

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from transformers import (
     CLIPVisionConfig,
     CLIPVisionModel,
@@ -25,7 +26,7 @@ from transformers import (
 )
 
 from mmfw.config import load_config
-from mmfw.inspect import inspect_config
+from mmfw.inspection import inspect_config
 
 PRESETS = Path(__file__).resolve().parents[1] / "configs" / "presets"
 CLIP_L_336 = dict(image_size=336, patch_size=14, hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
@@ -70,6 +71,9 @@ def test_llava_1_5_7b(registries) -> None:
     align, finetune = r["stages"]
     assert align["name"] == "align" and align["trainable"] == count(hf.model.multi_modal_projector)
     assert finetune["trainable"] == r["params"]["trainable"] == r["params"]["total"] - r["params"]["by_module"]["vision"]
+    fsdp = yaml.safe_load((PRESETS.parents[1] / "configs" / "accelerate" / "fsdp.yaml").read_text())
+    assert r["fsdp_wrap"] == ["CLIPEncoderLayer", "LlamaDecoderLayer"]
+    assert sorted(fsdp["fsdp_config"]["fsdp_transformer_layer_cls_to_wrap"].split(",")) == r["fsdp_wrap"]
     total, trainable = r["params"]["total"], r["params"]["trainable"]
     assert r["memory_bytes"]["bf16"] == {"weights": 2 * total, "gradients": 2 * trainable,
                                          "optimizer": 8 * trainable, "total": 2 * total + 10 * trainable}

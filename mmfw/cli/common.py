@@ -9,7 +9,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from mmfw.components import Registries, default_registries
-from mmfw.config import ConfigError, ExperimentConfig, load_config
+from mmfw.config import ExperimentConfig, load_config
+from mmfw.errors import ConfigError, DataError, InvalidArgumentError
 
 
 class CLIError(Exception):
@@ -40,11 +41,11 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
 def load_experiment(args: argparse.Namespace, registries: Registries | None = None,
                     validate: bool = True) -> ExperimentConfig:
     """The experiment config of ``args.config`` with ``--set`` overrides; with ``validate``, also checked against
-    the file system and the model geometry (:mod:`mmfw.config.validate`) before anything is built."""
+    the file system and the model geometry (:mod:`mmfw.training.validate`) before anything is built."""
     registries = registries or default_registries()
     cfg = load_config(args.config, registries, args.overrides)
     if validate:
-        from mmfw.config.validate import check_experiment
+        from mmfw.training.validate import check_experiment
 
         check_experiment(cfg, registries, source=args.config)
     return cfg
@@ -101,9 +102,7 @@ def report(err: BaseException) -> int:
 
 
 def _describe(err: BaseException) -> str:
-    from mmfw.data.errors import DataError
-
-    if isinstance(err, DataError):
+    if isinstance(err, DataError | InvalidArgumentError):
         return str(err)
     if isinstance(err, FileNotFoundError) and err.filename:  # an OS error: errno, strerror, filename
         return f"file not found: {err.filename}"

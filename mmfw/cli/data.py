@@ -13,9 +13,10 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, get_args
 
 from mmfw.cli.common import CLIError, add_config_arguments, load_experiment, positive_int, require_prepared
+from mmfw.config.experiment import SyntheticDataConfig
 
 if TYPE_CHECKING:
     from mmfw.config import ExperimentConfig
@@ -26,18 +27,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("data", help="dataset utilities")
     dsub = p.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")
     s = dsub.add_parser("synth", help="write a synthetic visual-QA dataset (PNG images + LLaVA JSON)")
-    s.add_argument("--out", default="data/synth", help="output directory")
-    s.add_argument("--num-train", type=int, default=20000)
-    s.add_argument("--num-eval", type=int, default=600)
-    s.add_argument("--image-size", type=int, default=64)
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--tasks", nargs="+", default=["color", "shape", "position", "count"],
-                   choices=["color", "shape", "position", "count"])
-    s.add_argument("--extra-train-questions", nargs="+", default=[], choices=["color", "shape", "position"],
-                   metavar="TASK", help="also ask these questions about every one-shape training image that answers"
-                   " them (color, shape, position)")
-    s.add_argument("--train-task-weights", nargs="+", default=[], type=_task_weight, metavar="TASK=WEIGHT",
-                   help="relative share of each task among the training images, e.g. count=2 (others: 1)")
+    _add_synth_arguments(s)
     s.set_defaults(func=run_synth)
 
     c = dsub.add_parser("check", help="report every problem in the configured datasets, and their token lengths")
@@ -60,6 +50,28 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     w.set_defaults(func=run_show)
 
 
+def _literal_choices(annotation: Any) -> list[str]:
+    """The names of ``tuple[Literal[...], ...]``."""
+    return list(get_args(get_args(annotation)[0]))
+
+
+def _add_synth_arguments(s: argparse.ArgumentParser) -> None:
+    """The flags of ``mmfw data synth``: defaults and choices are those of ``data.synthetic``
+    (:class:`~mmfw.config.experiment.SyntheticDataConfig`)."""
+    fields = SyntheticDataConfig.model_fields
+    s.add_argument("--out", default=fields["out_dir"].default, help="output directory")
+    for name in ("num_train", "num_eval", "image_size", "seed"):
+        s.add_argument("--" + name.replace("_", "-"), type=int, default=fields[name].default)
+    s.add_argument("--tasks", nargs="+", default=list(fields["tasks"].default),
+                   choices=_literal_choices(fields["tasks"].annotation))
+    extra = _literal_choices(fields["extra_train_questions"].annotation)
+    s.add_argument("--extra-train-questions", nargs="+", default=list(fields["extra_train_questions"].default),
+                   choices=extra, metavar="TASK", help="also ask these questions about every one-shape training "
+                   f"image that answers them ({', '.join(extra)})")
+    s.add_argument("--train-task-weights", nargs="+", default=[], type=_task_weight, metavar="TASK=WEIGHT",
+                   help="relative share of each task among the training images, e.g. count=2 (others: 1)")
+
+
 def _task_weight(text: str) -> tuple[str, float]:
     """``TASK=WEIGHT`` -> ``(task, weight)``; the generator checks the task and the weight."""
     task, sep, weight = text.partition("=")
@@ -79,8 +91,6 @@ _SYNTH_FLAGS = {"num_train": "--num-train", "num_eval": "--num-eval", "image_siz
 def _check_synth_args(args: argparse.Namespace) -> None:
     """The flags against the bounds of ``data.synthetic`` (the same schema a config is checked with)."""
     from pydantic import ValidationError
-
-    from mmfw.config.experiment import SyntheticDataConfig
 
     try:
         SyntheticDataConfig(out_dir=args.out, num_train=args.num_train, num_eval=args.num_eval,

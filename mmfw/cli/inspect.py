@@ -38,7 +38,8 @@ def _check_model(cfg: ExperimentConfig, config_path: str) -> None:
     from mmfw.components import default_registries
     from mmfw.config import ConfigError
     from mmfw.config.input_checks import check_llm_architecture, check_local_sources
-    from mmfw.config.validate import ValidationContext, check_model_sources
+    from mmfw.config.validate import check_model_sources
+    from mmfw.training.validate import ValidationContext
 
     ctx = ValidationContext(cfg, default_registries())
     problems = [p for check in (check_model_sources, check_local_sources, check_llm_architecture) for p in check(ctx)]
@@ -54,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = load_experiment(args, validate=False)  # the model only: data files need not exist
     _check_model(cfg, args.config)
-    from mmfw.inspect import format_report, inspect_config  # torch and the model libraries: after the config is read
+    from mmfw.inspection import format_report, inspect_config  # torch and the model libraries: after the config is read
 
     try:
         report = inspect_config(cfg, default_registries(), args.image_size)

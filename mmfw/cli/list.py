@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 
 from mmfw.components import default_registries
-from mmfw.registry import format_choices
+from mmfw.config.kinds import KINDS
+from mmfw.errors import format_choices
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("list", help="list registered components")
-    p.add_argument("kind", nargs="?", help="one kind (e.g. vision_encoders, connectors, llms, image_strategies)")
+    p.add_argument("kind", nargs="?", help="one kind (" + ", ".join(k.registry for k in KINDS) + ")")
     p.set_defaults(func=run)
 
 

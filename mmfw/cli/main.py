@@ -9,10 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from mmfw.cli.common import CLIError, report, report_internal
-from mmfw.config import ConfigError
-from mmfw.data.errors import DataError
-from mmfw.registry import RegistryError
-from mmfw.training.errors import TrainingError
+from mmfw.errors import MMFWError
 
 COMMAND_MODULES = (
     "mmfw.cli.train",
@@ -25,7 +22,9 @@ COMMAND_MODULES = (
     "mmfw.cli.merge",
 )
 
-EXPECTED_ERRORS = (ConfigError, CLIError, RegistryError, FileNotFoundError, DataError, TrainingError)
+EXPECTED_ERRORS = (MMFWError, CLIError, FileNotFoundError)
+"""Errors about the user's input, printed as one line each (exit code 2). Anything else is a bug: one line saying so
+and to rerun with ``--debug`` (exit code 1); ``--debug`` shows the traceback of every error."""
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -24,6 +24,17 @@ class ComponentConfig(StrictModel):
 
     type: str
 
+    @property
+    def loads_weights(self) -> bool:
+        """Whether building the component reads pretrained weights (or other files): then validation does not build it
+        on the meta device to learn its geometry."""
+        return False
+
+    def sources(self) -> dict[str, str]:
+        """Local paths or hub ids the component reads when it is built, by field name (``{"pretrained": ...}``);
+        validation checks that local ones exist before a run starts."""
+        return {}
+
     @classmethod
     def example(cls) -> Self:
         """A tiny, fast, random-init config of this component (no download, well under a second to build and run).

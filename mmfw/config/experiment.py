@@ -21,13 +21,8 @@ from pydantic import (
     model_validator,
 )
 
-from mmfw.config.base import (
-    ConnectorConfig,
-    ImageStrategyConfig,
-    LLMConfig,
-    StrictModel,
-    VisionEncoderConfig,
-)
+from mmfw.config.base import ComponentConfig, StrictModel
+from mmfw.config.kinds import KINDS
 from mmfw.config.training import (
     RUN_LEVEL_FIELDS,
     PartialPolicyConfig,
@@ -39,7 +34,7 @@ from mmfw.config.training import (
 )
 
 if TYPE_CHECKING:
-    from mmfw.components import Registries
+    from mmfw.config.kinds import Registries
 
 
 class FusionConfig(StrictModel):
@@ -52,12 +47,17 @@ class FusionConfig(StrictModel):
     gradient (needed by DDP/FSDP)."""
 
 
-class ModelConfig(StrictModel):
-    vision_encoder: SerializeAsAny[VisionEncoderConfig]
-    connector: SerializeAsAny[ConnectorConfig]
-    llm: SerializeAsAny[LLMConfig]
-    image_strategy: SerializeAsAny[ImageStrategyConfig]
-    fusion: FusionConfig = FusionConfig()
+class _ModelSection(StrictModel):
+    def components(self) -> dict[str, ComponentConfig]:
+        """The component configs by kind key, in :data:`~mmfw.config.kinds.KINDS` order."""
+        return {k.key: getattr(self, k.key) for k in KINDS}
+
+
+ModelConfig = create_model(
+    "ModelConfig", __base__=_ModelSection, __doc__="The VLM: one component per kind (``model.<kind key>``) and the fusion.",
+    **{k.key: (SerializeAsAny[k.config_base], Field(description=f"The {k.label} (``type`` selects it).")) for k in KINDS},
+    fusion=(FusionConfig, FusionConfig()),
+)
 
 
 class DatasetSpec(StrictModel):
@@ -222,24 +222,16 @@ class ExperimentConfig(StrictModel):
         return out
 
 
-_COMPONENT_FIELDS = {
-    "vision_encoder": "vision_encoders",
-    "connector": "connectors",
-    "llm": "llms",
-    "image_strategy": "image_strategies",
-}
-
-
 def experiment_config_class(registries: Registries) -> type[ExperimentConfig]:
     """The concrete :class:`ExperimentConfig` whose component fields accept exactly the registered components."""
     cached = getattr(registries, "_experiment_config_class", None)
     if cached is not None:
         return cached
     fields = {}
-    for field_name, reg_name in _COMPONENT_FIELDS.items():
-        classes = tuple(e.config for e in getattr(registries, reg_name).entries())
+    for kind in KINDS:
+        classes = tuple(e.config for e in registries.of(kind).entries())
         if classes:
-            fields[field_name] = (Annotated[Union[classes], Field(discriminator="type")], ...)  # noqa: UP007
+            fields[kind.key] = (Annotated[Union[classes], Field(discriminator="type")], ...)  # noqa: UP007
     model_cls = create_model("ModelConfig", __base__=ModelConfig, **fields)
     exp_cls = create_model("ExperimentConfig", __base__=ExperimentConfig, model=(model_cls, ...))
     object.__setattr__(registries, "_experiment_config_class", exp_cls)

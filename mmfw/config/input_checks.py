@@ -22,12 +22,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-from mmfw.config.loader import ConfigError
+from mmfw.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
-_COMPONENTS = ("vision_encoder", "connector", "llm", "image_strategy")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "vocab.txt",
                    "spiece.model")
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
@@ -100,14 +99,13 @@ def _hub_cached(repo: str) -> bool:
 
 
 def check_local_sources(ctx: Any) -> Iterator[str]:
-    """Local ``pretrained`` / ``tokenizer`` directories hold what they must; hub ids are cached when offline."""
+    """Local ``pretrained`` / ``tokenizer`` directories (:meth:`ComponentConfig.sources`) hold what they must; hub
+    ids are cached when the hub is offline."""
     from mmfw.config.validate import _is_hub_id
 
-    for comp in _COMPONENTS:
-        cfg = getattr(ctx.cfg.model, comp)
+    for comp, cfg in ctx.cfg.model.components().items():
         trust = bool(getattr(cfg, "trust_remote_code", False))
-        for key in ("pretrained", "tokenizer"):
-            value = getattr(cfg, key, None)
+        for key, value in cfg.sources().items():
             if not isinstance(value, str) or ctx.is_generated(value):
                 continue
             where = f"model.{comp}.{key}"

@@ -18,27 +18,14 @@ from pydantic import ValidationError
 
 from mmfw.config.experiment import ExperimentConfig, experiment_config_class
 from mmfw.config.yaml_safe import YAMLProblem, parse_yaml, read_yaml_file
-from mmfw.registry import format_choices
+from mmfw.errors import ConfigError, format_choices
 
 if TYPE_CHECKING:
-    from mmfw.components import Registries
+    from mmfw.config.kinds import Registries
 
 logger = logging.getLogger(__name__)
 
 RESOLVED_CONFIG_NAME = "config.yaml"
-
-
-class ConfigError(Exception):
-    """A config problem; ``problems`` holds one ``"location: message"`` line per problem."""
-
-    def __init__(self, problems: Sequence[str], source: str | None = None) -> None:
-        self.problems = list(problems)
-        self.source = source
-        super().__init__(str(self))
-
-    def __str__(self) -> str:
-        prefix = f"{self.source}: " if self.source else ""
-        return "\n".join(prefix + p for p in self.problems)
 
 
 def _merge(base: Any, update: Any) -> Any:

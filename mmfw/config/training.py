@@ -14,9 +14,10 @@ from pydantic import BeforeValidator, Field, create_model, field_validator, mode
 from pydantic.fields import FieldInfo
 
 from mmfw.config.base import StrictModel
+from mmfw.config.kinds import KINDS
 
-COMPONENTS = ("vision_encoder", "connector", "llm", "image_strategy")
-"""The VLM's top-level modules, each with its own policy."""
+COMPONENTS = tuple(k.key for k in KINDS)
+"""The VLM's top-level modules (one per component kind), each with its own policy."""
 
 
 class _PolicyBase(StrictModel):
@@ -79,19 +80,21 @@ SubmodulePolicy = Annotated[Union[FrozenPolicy, FullPolicy],  # noqa: UP007
                             Field(discriminator="type"), BeforeValidator(_shorthand)]
 
 
-class PolicyConfig(StrictModel):
-    """What is trained in each module of the VLM, and how."""
-
-    vision_encoder: ModulePolicy = FrozenPolicy()
-    connector: ModulePolicy = FullPolicy()
-    llm: ModulePolicy = FullPolicy()
-    image_strategy: ModulePolicy = FullPolicy()
-    modules: dict[str, SubmodulePolicy] = {}
-    """Policies of sub-modules by dotted path (e.g. ``llm.model.lm_head: full``), applied after the module policies;
-    for components that bring their own sub-modules."""
-
+class _PolicySection(StrictModel):
     def components(self) -> dict[str, FrozenPolicy | FullPolicy | LoraPolicy]:
         return {name: getattr(self, name) for name in COMPONENTS}
+
+
+_DEFAULT_POLICIES = {"frozen": FrozenPolicy(), "full": FullPolicy()}
+
+PolicyConfig = create_model(
+    "PolicyConfig", __base__=_PolicySection, __doc__="What is trained in each module of the VLM, and how.",
+    **{k.key: (ModulePolicy, Field(_DEFAULT_POLICIES[k.default_policy], description=f"Policy of the {k.label}."))
+       for k in KINDS},
+    modules=(dict[str, SubmodulePolicy], Field({}, description=(
+        "Policies of sub-modules by dotted path (e.g. ``llm.model.lm_head: full``), applied after the module "
+        "policies; for components that bring their own sub-modules."))),
+)
 
 
 Tracker = Literal["tensorboard", "wandb"]

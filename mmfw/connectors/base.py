@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from mmfw.config.base import ConnectorConfig
+from mmfw.contract import ComponentContract
 
 
 def pooled_grid(grid: tuple[int, int], factor: int) -> tuple[int, int]:
@@ -17,7 +18,7 @@ def pooled_grid(grid: tuple[int, int], factor: int) -> tuple[int, int]:
     return math.ceil(grid[0] / factor), math.ceil(grid[1] / factor)
 
 
-class Connector(nn.Module, ABC):
+class Connector(ComponentContract, nn.Module, ABC):
     """Base class of connectors.
 
     ``grid`` is the (rows, cols) patch grid the features come from. A connector that keeps the spatial layout returns

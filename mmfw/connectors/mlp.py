@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import torch
 from pydantic import Field
@@ -11,10 +11,9 @@ from typing_extensions import Self
 
 from mmfw.config.base import ConnectorConfig
 from mmfw.connectors.base import Connector
+from mmfw.errors import ExportError
+from mmfw.interop import HFLlavaPart
 from mmfw.registry import component
-
-if TYPE_CHECKING:
-    from mmfw.export.hf_llava import HFLlavaPart
 
 
 class MLPConnectorConfig(ConnectorConfig):
@@ -74,8 +73,6 @@ class MLPConnector(Connector):
 
     def hf_llava_export(self) -> HFLlavaPart:
         """transformers' ``LlavaMultiModalProjector`` (``linear_1 -> act -> linear_2``): depth 2 only."""
-        from mmfw.export.hf_llava import ExportError, HFLlavaPart
-
         if self.cfg.depth != 2:
             raise ExportError(f"depth {self.cfg.depth}: transformers' Llava projector has exactly 2 layers")
         return HFLlavaPart(

@@ -18,8 +18,8 @@ from mmfw.data.dataset import LlavaDataset
 from mmfw.data.report import SkippedSample, TruncatedSample, summarize_skips
 
 if TYPE_CHECKING:
-    from mmfw.components import Registries
     from mmfw.config.experiment import DataConfig, DatasetSpec, ExperimentConfig
+    from mmfw.config.kinds import Registries
     from mmfw.image_strategies.base import ImageStrategy
 
 logger = logging.getLogger(__name__)
@@ -29,29 +29,9 @@ __all__ = ["DatasetCheck", "check_dataset", "load_data_pipeline", "open_dataset"
 
 def load_data_pipeline(cfg: ExperimentConfig, registries: Registries) -> tuple[Any, ImageStrategy]:
     """The tokenizer (with the image token added) and the image strategy of ``cfg``, without building the LLM."""
-    from mmfw.config.validate import ValidationContext
-    from mmfw.image_strategies.base import VisionGeometry
-    from mmfw.model.builder import load_tokenizer
+    from mmfw.model.builder import build_image_strategy, load_tokenizer
 
-    tokenizer = load_tokenizer(cfg.model, registries)
-    ctx = ValidationContext(cfg, registries)
-    strategy = ctx.build_image_strategy(device="cpu")
-    if strategy is None:  # a pretrained encoder: build the real one (no cheap way to its geometry)
-        if ctx.build_problems:
-            from mmfw.config.loader import ConfigError
-
-            raise ConfigError(ctx.build_problems)
-        m = cfg.model
-        if ctx.llm_geometry is None:
-            raise ValueError("model.llm: cannot determine the LLM's hidden size without loading it; is "
-                             "model.llm.pretrained available locally?")
-        hidden = ctx.llm_geometry.hidden_size
-        vision = registries.vision_encoders.build(m.vision_encoder)
-        connector = registries.connectors.build(m.connector, in_dim=vision.embed_dim, out_dim=hidden)
-        geometry = VisionGeometry(spec=vision.spec, connector_tokens=connector.num_tokens,
-                                  connector_grid=connector.output_grid)
-        strategy = registries.image_strategies.build(m.image_strategy, geometry=geometry, hidden_size=hidden)
-    return tokenizer, strategy
+    return load_tokenizer(cfg.model, registries), build_image_strategy(cfg.model, registries, device="cpu")
 
 
 def open_dataset(data: DataConfig, specs: Sequence[DatasetSpec], tokenizer: Any, strategy: ImageStrategy, *,

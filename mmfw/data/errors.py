@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from mmfw.errors import DataError, RecordError, TooManySkippedError
 
 __all__ = ["REASONS", "DataError", "RecordError", "TooManySkippedError"]
 
@@ -45,23 +45,3 @@ REASONS: dict[str, str] = {
     "too-long": "longer than data.max_length and the truncation policy cannot shorten it",
     "no-supervised-tokens": "no token left to learn from (e.g. truncation removed every reply)",
 }
-
-
-class DataError(ValueError):
-    """A problem with the data (not with the code): reported as one line per problem, exit code 2."""
-
-
-class RecordError(DataError):
-    """A record or sample that cannot be used. ``reason_code`` is a short slug such as ``"bad-role"``."""
-
-    def __init__(self, reason_code: str, message: str) -> None:
-        super().__init__(f"[{reason_code}] {message}")
-        self.reason_code = reason_code
-        self.message = message
-
-    def __reduce__(self) -> tuple[Any, ...]:  # picklable across DataLoader workers
-        return (type(self), (self.reason_code, self.message))
-
-
-class TooManySkippedError(DataError):
-    """More than ``data.max_skip_ratio`` of a dataset's samples were skipped."""

@@ -44,7 +44,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -53,6 +52,9 @@ from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+from mmfw.data.answers import normalize_answer
+from mmfw.errors import InvalidArgumentError
 
 logger = logging.getLogger(__name__)
 
@@ -162,17 +164,6 @@ class ShapeSpec:
     @property
     def y1(self) -> int:
         return self.y0 + self.size
-
-
-def normalize_answer(text: str) -> str:
-    """Normalise an answer for exact-match scoring.
-
-    Lowercases, strips surrounding whitespace and trailing punctuation, and collapses internal whitespace runs
-    to a single space: ``"  Top   Left.\\n"`` -> ``"top left"``.
-    """
-    text = " ".join(text.lower().split())
-    text = re.sub(r"[\s.,!?;:'\"]+$", "", text)
-    return text.strip()
 
 
 def _paths(out_dir: str | Path) -> SynthPaths:
@@ -394,10 +385,10 @@ def _task_weights(weights: dict[str, float] | None, tasks: Sequence[str]) -> dic
     weights = dict(weights or {})
     unknown = sorted(set(weights) - set(tasks))
     if unknown:
-        raise ValueError(f"train_task_weights {unknown}: not among the tasks {list(tasks)}")
+        raise InvalidArgumentError(f"train_task_weights {unknown}: not among the tasks {list(tasks)}")
     bad = {t: w for t, w in weights.items() if not (isinstance(w, (int, float)) and w > 0 and np.isfinite(w))}
     if bad:
-        raise ValueError(f"train_task_weights {bad}: weights must be positive numbers")
+        raise InvalidArgumentError(f"train_task_weights {bad}: weights must be positive numbers")
     return {t: float(w) for t, w in weights.items() if w != 1}
 
 
@@ -406,18 +397,18 @@ def _validate(num_train: int, num_eval: int, image_size: int, tasks: Sequence[st
         raise TypeError("extra_train_questions must be a sequence of task names, not a string")
     bad = [t for t in extra if t not in EXTRA_QUESTION_TASKS]
     if bad:
-        raise ValueError(f"extra_train_questions {bad}: expected a subset of {EXTRA_QUESTION_TASKS}")
+        raise InvalidArgumentError(f"extra_train_questions {bad}: expected a subset of {EXTRA_QUESTION_TASKS}")
     if num_train < 0 or num_eval < 0:
-        raise ValueError("num_train and num_eval must be non-negative")
+        raise InvalidArgumentError("num_train and num_eval must be non-negative")
     if image_size < _MIN_IMAGE_SIZE:
-        raise ValueError(f"image_size must be >= {_MIN_IMAGE_SIZE}, got {image_size}")
+        raise InvalidArgumentError(f"image_size must be >= {_MIN_IMAGE_SIZE}, got {image_size}")
     if isinstance(tasks, str):
         raise TypeError("tasks must be a sequence of task names, not a string")
     if not tasks:
-        raise ValueError("tasks must not be empty")
+        raise InvalidArgumentError("tasks must not be empty")
     unknown = [t for t in tasks if t not in TASKS]
     if unknown:
-        raise ValueError(f"unknown tasks {unknown}; expected a subset of {TASKS}")
+        raise InvalidArgumentError(f"unknown tasks {unknown}; expected a subset of {TASKS}")
 
 
 def generate_synthetic_vqa(

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mmfw.data.control_tokens import neutralize_messages
+from mmfw.errors import IGNORE_INDEX, ImageTokenCountError, TemplateMismatchError
 
 logger = logging.getLogger(__name__)
 
@@ -47,13 +48,7 @@ __all__ = [
     "with_system_prompt",
 ]
 
-IGNORE_INDEX = -100
-
 _warned_no_eos: set[str] = set()
-
-
-class TemplateMismatchError(ValueError):
-    """The chat template is not prefix-stable for a sample, so assistant spans cannot be located reliably."""
 
 
 @dataclass
@@ -138,10 +133,6 @@ def _check_template(tokenizer: Any) -> None:
 
 def _is_whitespace_token(tokenizer: Any, tid: int) -> bool:
     return tokenizer.decode([tid], skip_special_tokens=False).strip() == "" and tid not in tokenizer.all_special_ids
-
-
-class ImageTokenCountError(ValueError):
-    """The rendered conversation has a different number of image placeholders than images were given."""
 
 
 def _expand_images(ids: list[int], labels: list[int], tid: int, counts: Sequence[int], sample_id: str

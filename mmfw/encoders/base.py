@@ -2,45 +2,19 @@
 
 from __future__ import annotations
 
-import math
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
-from typing import Literal
 
 import torch
 from torch import nn
 
 from mmfw.config.base import VisionEncoderConfig
+from mmfw.contract import ComponentContract
+from mmfw.specs import DType, VisionSpec, torch_dtype
 
-DType = Literal["float32", "bfloat16", "float16"]
-
-
-def torch_dtype(name: str) -> torch.dtype:
-    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+__all__ = ["DType", "VisionEncoder", "VisionSpec", "torch_dtype"]
 
 
-@dataclass(frozen=True)
-class VisionSpec:
-    """What an image strategy needs to know about its encoder."""
-
-    image_size: tuple[int, int]
-    """Native input size (height, width)."""
-    patch_size: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    embed_dim: int
-    dynamic_size: bool = False
-    """Whether inputs other than ``image_size`` are accepted (position embeddings interpolated)."""
-    pad_to_patch: bool = False
-    """Whether a size that is not a multiple of the patch size is padded up (else floored)."""
-
-    def grid(self, height: int, width: int) -> tuple[int, int]:
-        """Patch grid (rows, columns) for an input of ``height`` x ``width`` pixels."""
-        rnd = math.ceil if self.pad_to_patch else math.floor
-        return rnd(height / self.patch_size), rnd(width / self.patch_size)
-
-
-class VisionEncoder(nn.Module, ABC):
+class VisionEncoder(ComponentContract, nn.Module, ABC):
     """Base class of vision encoders. ``forward`` returns ``(N, rows*cols, embed_dim)`` patch features."""
 
     registry_name: str

@@ -87,6 +87,15 @@ class EVA02EncoderConfig(VisionEncoderConfig):
             raise ValueError(f"feature_layer {self.feature_layer} out of range for {depth} blocks")
         return self
 
+    @property
+    def loads_weights(self) -> bool:
+        """``pretrained: true``, a checkpoint file, or a ``local-dir:`` / ``hf-hub:`` model folder. A timm model name
+        with ``pretrained: false`` is a random init, which validation builds on the meta device like any other."""
+        return self.pretrained is not False or self.model_name.startswith(_SCHEMAS)
+
+    def sources(self) -> dict[str, str]:
+        return {"pretrained": self.pretrained} if isinstance(self.pretrained, str) else {}
+
     @classmethod
     def example(cls) -> Self:
         return cls(architecture=EVA02Architecture(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2,

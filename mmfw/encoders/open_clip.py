@@ -58,6 +58,9 @@ class OpenCLIPEncoderConfig(VisionEncoderConfig):
     def loads_weights(self) -> bool:
         return self.pretrained is not None or self.model_name.startswith(_SCHEMAS)
 
+    def sources(self) -> dict[str, str]:
+        return {} if self.pretrained is None else {"pretrained": self.pretrained}
+
     @model_validator(mode="after")
     def _check(self) -> OpenCLIPEncoderConfig:
         if self.model_name.startswith(_SCHEMAS):

@@ -14,9 +14,13 @@ reproduce the mmfw model's inputs and logits.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from mmfw.config.kinds import KIND
+from mmfw.errors import ExportError
+from mmfw.interop import FORMATS, HFLlavaPart, image_processor_kwargs, prefixed  # noqa: F401  (re-exported)
 
 if TYPE_CHECKING:
     import torch
@@ -26,44 +30,6 @@ if TYPE_CHECKING:
     from mmfw.model.vlm import VisionLanguageModel
 
 logger = logging.getLogger(__name__)
-
-FORMATS = ("hf-llava", "hf-llava-next")
-COMPONENTS = ("vision_encoder", "connector", "llm", "image_strategy")
-
-
-class ExportError(ValueError):
-    """The model (or one of its components) has no mapping to the requested transformers format."""
-
-
-@dataclass
-class HFLlavaPart:
-    """One component's share of a transformers Llava / LlavaNext checkpoint."""
-
-    config: dict[str, Any] = field(default_factory=dict)
-    """Keyword arguments of ``LlavaConfig`` / ``LlavaNextConfig`` (e.g. ``vision_config``, ``projector_hidden_act``)."""
-    weights: dict[str, torch.Tensor] = field(default_factory=dict)
-    """Tensors under their full transformers names (``model.vision_tower.…``, ``lm_head.weight``...)."""
-    processor: dict[str, Any] = field(default_factory=dict)
-    """Keyword arguments of ``LlavaProcessor`` / ``LlavaNextProcessor`` (e.g. ``patch_size``)."""
-    image_processor: Any = None
-    """Image strategies: the transformers image processor that prepares pixels as the strategy does."""
-    formats: tuple[str, ...] = FORMATS
-    """Export formats this part can belong to (image strategies narrow it to one)."""
-
-
-def prefixed(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
-    """``state`` with ``prefix`` put in front of every key."""
-    return {prefix + k: v for k, v in state.items()}
-
-
-def image_processor_kwargs(mean: tuple[float, ...], std: tuple[float, ...], interpolation: str) -> dict[str, Any]:
-    """Normalisation and resampling arguments of a transformers image processor, from a strategy's settings."""
-    from PIL import Image
-
-    resample = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR,
-                "nearest": Image.Resampling.NEAREST}[interpolation]
-    return {"image_mean": list(mean), "image_std": list(std), "resample": int(resample), "do_convert_rgb": True}
-
 
 def _classes(fmt: str) -> tuple[type, type, type]:
     from transformers import (
@@ -80,25 +46,25 @@ def _classes(fmt: str) -> tuple[type, type, type]:
     return LlavaNextConfig, LlavaNextForConditionalGeneration, LlavaNextProcessor
 
 
-def _describe(kind: str, module: torch.nn.Module) -> str:
+def _describe(key: str, module: torch.nn.Module) -> str:
     cls = type(module)
-    return f"{kind.replace('_', ' ')} {getattr(cls, 'registry_name', '?')!r} ({cls.__module__}.{cls.__qualname__})"
+    return f"{KIND[key].label} {module.cfg.type!r} ({cls.__module__}.{cls.__qualname__})"
 
 
 def collect_parts(model: VisionLanguageModel) -> dict[str, HFLlavaPart]:
     """Every component's :class:`HFLlavaPart`; :class:`ExportError` naming each component without a mapping."""
     parts, problems = {}, []
-    for kind in COMPONENTS:
-        module = getattr(model, kind)
-        hook = getattr(module, "hf_llava_export", None)
-        if hook is None:
-            problems.append(f"{_describe(kind, module)} has no transformers Llava mapping "
-                            "(it does not implement hf_llava_export)")
-            continue
+    for key, module in model.components().items():
         try:
-            parts[kind] = hook()
+            part = module.hf_llava_export()
         except ExportError as err:
-            problems.append(f"{_describe(kind, module)}: {err}")
+            problems.append(f"{_describe(key, module)}: {err}")
+            continue
+        if part is None:
+            problems.append(f"{_describe(key, module)} has no transformers Llava mapping "
+                            "(it does not implement hf_llava_export)")
+        else:
+            parts[key] = part
     if problems:
         raise ExportError("cannot export to transformers Llava: " + "; ".join(problems))
     return parts

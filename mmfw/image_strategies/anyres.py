@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import torch
 from PIL import Image
@@ -28,13 +28,11 @@ from torch import nn
 from typing_extensions import Self
 
 from mmfw.config.base import ImageStrategyConfig
-from mmfw.config.loader import ConfigError
+from mmfw.errors import ConfigError, ExportError
 from mmfw.image_strategies.base import ImageInput, ImageStrategy, VisionGeometry, to_tensor
 from mmfw.image_strategies.resize import RESAMPLE
+from mmfw.interop import HFLlavaPart, image_processor_kwargs
 from mmfw.registry import component
-
-if TYPE_CHECKING:
-    from mmfw.export.hf_llava import HFLlavaPart
 
 logger = logging.getLogger(__name__)
 
@@ -124,26 +122,25 @@ class AnyresStrategy(ImageStrategy):
     def __init__(self, cfg: AnyresStrategyConfig, geometry: VisionGeometry, hidden_size: int) -> None:
         super().__init__(cfg, geometry, hidden_size)
         th, tw = self.tile_size = geometry.spec.image_size
-        where = "model.image_strategy"
         if cfg.grid_pinpoints is None:
             pinpoints = [(r * th, c * tw) for r, c in LLAVA_NEXT_GRID_SHAPES]
         else:
             pinpoints = [tuple(p) for p in cfg.grid_pinpoints]
             for i, (h, w) in enumerate(pinpoints):
                 if h % th or w % tw:
-                    raise ConfigError([f"{where}.grid_pinpoints[{i}]: [{h}, {w}] is not a multiple of the encoder's "
+                    raise ConfigError([f"grid_pinpoints[{i}]: [{h}, {w}] is not a multiple of the encoder's "
                                        f"native size [{th}, {tw}] (the tile size)"])
         if cfg.max_tiles is not None:
             kept = [p for p in pinpoints if (p[0] // th) * (p[1] // tw) <= cfg.max_tiles]
             if not kept:
-                raise ConfigError([f"{where}.max_tiles: {cfg.max_tiles} excludes every grid pinpoint {pinpoints}"])
+                raise ConfigError([f"max_tiles: {cfg.max_tiles} excludes every grid pinpoint {pinpoints}"])
             pinpoints = kept
         self.grid_pinpoints: list[tuple[int, int]] = pinpoints
         self.base_tokens = geometry.tile_tokens(th, tw)
         self.token_grid = geometry.tile_token_grid(th, tw)
         if cfg.merge == "spatial-unpad":
             if self.token_grid is None:
-                raise ConfigError([f"{where}.merge: 'spatial-unpad' needs a connector that keeps the spatial layout "
+                raise ConfigError(["merge: 'spatial-unpad' needs a connector that keeps the spatial layout "
                                    "of the patches (Connector.output_grid); this one returns a fixed number of tokens "
                                    "without layout (e.g. a resampler). Use merge: flat"])
             self.image_newline = nn.Parameter(torch.randn(hidden_size) * hidden_size ** -0.5)
@@ -151,6 +148,10 @@ class AnyresStrategy(ImageStrategy):
     @property
     def merges_per_image(self) -> bool:
         return True
+
+    def probe_sizes(self) -> set[tuple[int, int]]:
+        """The base sizes and every grid pinpoint (as width, height): the largest count is at one of them."""
+        return super().probe_sizes() | {(int(pw), int(ph)) for ph, pw in self.grid_pinpoints}
 
     def best_resolution(self, size: tuple[int, int]) -> tuple[int, int]:
         """Chosen pinpoint ``(height, width)`` for an image of ``size`` (width, height)."""
@@ -218,7 +219,6 @@ class AnyresStrategy(ImageStrategy):
         """transformers' LlavaNext: ``image_grid_pinpoints``, ``image_newline`` and ``LlavaNextImageProcessor``."""
         from transformers import LlavaNextImageProcessor
 
-        from mmfw.export.hf_llava import ExportError, HFLlavaPart, image_processor_kwargs
 
         if self.cfg.merge != "spatial-unpad":
             raise ExportError(f"merge {self.cfg.merge!r}: transformers' LlavaNext only merges 'spatial-unpad'")

@@ -8,7 +8,6 @@ is what the data pipeline expands ``<image>`` to, and :meth:`ImageStrategy.merge
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,22 +16,10 @@ from PIL import Image
 from torch import nn
 
 from mmfw.config.base import ImageStrategyConfig
-from mmfw.encoders.base import VisionSpec
+from mmfw.contract import ComponentContract
+from mmfw.specs import VisionGeometry, VisionSpec
 
-
-@dataclass(frozen=True)
-class VisionGeometry:
-    """How a tile of pixels becomes tokens: the encoder's patch grid and the connector's token count/layout."""
-
-    spec: VisionSpec
-    connector_tokens: Callable[[tuple[int, int]], int]
-    connector_grid: Callable[[tuple[int, int]], tuple[int, int] | None]
-
-    def tile_tokens(self, height: int, width: int) -> int:
-        return self.connector_tokens(self.spec.grid(height, width))
-
-    def tile_token_grid(self, height: int, width: int) -> tuple[int, int] | None:
-        return self.connector_grid(self.spec.grid(height, width))
+__all__ = ["ImageInput", "ImageStrategy", "VisionGeometry", "VisionSpec", "to_tensor"]
 
 
 @dataclass
@@ -54,7 +41,7 @@ def to_tensor(image: Image.Image, mean: tuple[float, ...], std: tuple[float, ...
     return torch.from_numpy(np.ascontiguousarray((arr - m) / s))
 
 
-class ImageStrategy(nn.Module, ABC):
+class ImageStrategy(ComponentContract, nn.Module, ABC):
     """Base class of image strategies (an ``nn.Module`` so a strategy may own parameters, e.g. a newline row)."""
 
     registry_name: str
@@ -71,6 +58,18 @@ class ImageStrategy(nn.Module, ABC):
     @abstractmethod
     def num_tokens(self, size: tuple[int, int]) -> int:
         """Tokens an image of original ``size`` (width, height) becomes."""
+
+    def probe_sizes(self) -> set[tuple[int, int]]:
+        """Image sizes (width, height) over which :meth:`max_tokens` takes the largest count: the encoder's native
+        size and a few aspect ratios at 4x its area. Strategies with sizes of their own (anyres pinpoints) add them."""
+        h, w = self.geometry.spec.image_size
+        return {(w, h), (4 * w, 4 * h), (8 * w, 2 * h), (2 * w, 8 * h), (12 * w, 3 * h), (3 * w, 12 * h)}
+
+    def max_tokens(self) -> int:
+        """The most tokens any image becomes (what validation compares with ``data.max_length`` and the LLM's
+        context): the largest :meth:`num_tokens` over :meth:`probe_sizes`. Exact for fixed-size strategies and
+        anyres."""
+        return max(int(self.num_tokens(s)) for s in sorted(self.probe_sizes()))
 
     def merge(self, tile_features: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         """``(tiles, tokens_per_tile, D)`` features of one image -> ``(num_tokens(size), D)`` rows, in order."""

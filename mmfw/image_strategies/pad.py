@@ -5,18 +5,17 @@ Keeps the aspect ratio; after normalisation the padded area is exactly 0.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from PIL import Image
 from typing_extensions import Self
 
 from mmfw.config.base import ImageStrategyConfig
+from mmfw.errors import ExportError
 from mmfw.image_strategies.base import ImageInput, ImageStrategy, to_tensor
 from mmfw.image_strategies.resize import RESAMPLE
+from mmfw.interop import HFLlavaPart, image_processor_kwargs
 from mmfw.registry import component
-
-if TYPE_CHECKING:
-    from mmfw.export.hf_llava import HFLlavaPart
 
 
 class PadStrategyConfig(ImageStrategyConfig):
@@ -57,7 +56,6 @@ class PadStrategy(ImageStrategy):
         """transformers' ``LlavaImageProcessor`` with ``do_pad`` (pad to square with the mean colour, then resize)."""
         from transformers import LlavaImageProcessor
 
-        from mmfw.export.hf_llava import ExportError, HFLlavaPart, image_processor_kwargs
 
         spec = self.geometry.spec
         h, w = spec.image_size

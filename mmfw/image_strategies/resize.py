@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from PIL import Image
 from pydantic import Field
@@ -10,10 +10,8 @@ from typing_extensions import Self
 
 from mmfw.config.base import ImageStrategyConfig
 from mmfw.image_strategies.base import ImageInput, ImageStrategy, VisionGeometry, to_tensor
+from mmfw.interop import HFLlavaPart, image_processor_kwargs
 from mmfw.registry import component
-
-if TYPE_CHECKING:
-    from mmfw.export.hf_llava import HFLlavaPart
 
 RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR,
             "nearest": Image.Resampling.NEAREST}
@@ -56,7 +54,6 @@ class ResizeStrategy(ImageStrategy):
         """transformers' ``CLIPImageProcessor`` resizing straight to the input size (no crop)."""
         from transformers import CLIPImageProcessor
 
-        from mmfw.export.hf_llava import HFLlavaPart, image_processor_kwargs
 
         spec = self.geometry.spec
         h, w = self.input_size

@@ -18,19 +18,15 @@ from typing_extensions import Self
 
 from mmfw.config.base import LLMConfig, StrictModel
 from mmfw.config.input_checks import load_located
-from mmfw.config.loader import ConfigError
-from mmfw.encoders.base import DType, torch_dtype
+from mmfw.contract import ComponentContract
+from mmfw.errors import ConfigError, ExportError, TokenizerRequiredError
+from mmfw.interop import HFLlavaPart
+from mmfw.specs import DType, LLMGeometry, torch_dtype
 
 if TYPE_CHECKING:
     from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
-    from mmfw.export.hf_llava import HFLlavaPart
-
 logger = logging.getLogger(__name__)
-
-
-class TokenizerRequiredError(ValueError):
-    """The LLM cannot be built without its tokenizer (shape-only builds need ``architecture.vocab_size``)."""
 
 
 class CausalLMArchitecture(StrictModel):
@@ -90,6 +86,13 @@ class HFCausalLMConfig(LLMConfig):
             raise ValueError(f"duplicate special tokens in {list(v)}")
         return v
 
+    @property
+    def loads_weights(self) -> bool:
+        return self.pretrained is not None
+
+    def sources(self) -> dict[str, str]:
+        return {k: v for k, v in (("pretrained", self.pretrained), ("tokenizer", self.tokenizer)) if v is not None}
+
     @classmethod
     def example(cls, tokenizer: str) -> Self:
         """One tiny decoder layer (hidden 48, 4 query / 2 key-value heads) over the given tokenizer; shared by every
@@ -107,7 +110,7 @@ class HFCausalLMConfig(LLMConfig):
         return self
 
 
-class LanguageModel(nn.Module):
+class LanguageModel(ComponentContract, nn.Module):
     """Base of LLM components: wraps a causal LM that accepts ``inputs_embeds``.
 
     ``forward`` takes transformers' causal-LM keywords; training passes ``logits_to_keep`` as a 1-D tensor of
@@ -117,6 +120,7 @@ class LanguageModel(nn.Module):
     registry_name: str
     config_class: type[LLMConfig]
     model: PreTrainedModel
+    lora_task_type: ClassVar[str | None] = "CAUSAL_LM"
 
     @property
     def hidden_size(self) -> int:
@@ -133,6 +137,33 @@ class LanguageModel(nn.Module):
 
     def forward(self, **kwargs: Any) -> Any:
         return self.model(**kwargs)
+
+    def generate(self, **kwargs: Any) -> torch.Tensor:
+        """transformers' ``generate`` (``inputs_embeds``, ``attention_mask``, generation settings); with
+        ``inputs_embeds`` it returns only the new token ids."""
+        return self.model.generate(**kwargs)
+
+    def inner_model(self) -> nn.Module:
+        return self.model
+
+    def replace_inner_model(self, module: nn.Module) -> None:
+        self.model = module
+
+    def fsdp_block_classes(self) -> set[type[nn.Module]]:
+        """The decoder-layer classes transformers keeps whole (``_no_split_modules``)."""
+        names = set(getattr(self.model, "_no_split_modules", None) or ())
+        return {type(m) for m in self.model.modules() if type(m).__name__ in names}
+
+    @classmethod
+    def load_tokenizer(cls, cfg: LLMConfig) -> PreTrainedTokenizerBase:
+        """The tokenizer of the LLM configured by ``cfg``, with a chat template and a pad token."""
+        raise NotImplementedError(f"{cls.__name__} does not implement load_tokenizer(cfg)")
+
+    @classmethod
+    def geometry(cls, cfg: LLMConfig) -> LLMGeometry | None:
+        """Hidden size and maximum sequence length of the LLM ``cfg`` describes, without building it (``None`` when
+        that needs weights or files that are not available offline)."""
+        return None
 
 
 class HFCausalLM(LanguageModel):
@@ -166,8 +197,6 @@ class HFCausalLM(LanguageModel):
 
     def hf_llava_export(self) -> HFLlavaPart:
         """The language model of transformers' Llava / LlavaNext: this model's config and weights, renamed."""
-        from mmfw.export.hf_llava import ExportError, HFLlavaPart
-
         base = self.model.base_model_prefix + "."
         weights = {}
         for key, value in self.model.state_dict().items():
@@ -211,6 +240,24 @@ class HFCausalLM(LanguageModel):
             kwargs["rope_parameters"] = {"rope_type": "default", "rope_theta": arch.rope_theta}
         kwargs.update(arch.extra)
         return cls.hf_config_class(**kwargs)
+
+    @classmethod
+    def geometry(cls, cfg: HFCausalLMConfig) -> LLMGeometry | None:
+        """From ``architecture``, or from the local config of ``pretrained`` (``None`` if it is not there)."""
+        arch = cfg.architecture
+        if arch is not None:
+            return LLMGeometry(arch.hidden_size, arch.max_position_embeddings, "architecture.max_position_embeddings")
+        try:
+            from transformers import AutoConfig
+
+            hf = AutoConfig.from_pretrained(cfg.pretrained, local_files_only=True,
+                                            trust_remote_code=cfg.trust_remote_code)
+        except Exception as e:  # not available offline: nothing to check against
+            logger.debug("cannot read the LLM config of %r: %s", cfg.pretrained, e)
+            return None
+        hf = hf.get_text_config()
+        return LLMGeometry(int(hf.hidden_size), getattr(hf, "max_position_embeddings", None),
+                           f"pretrained ({cfg.pretrained}: max_position_embeddings)")
 
     @classmethod
     def load_tokenizer(cls, cfg: HFCausalLMConfig) -> PreTrainedTokenizerBase:

@@ -1,31 +1,44 @@
-"""Build a :class:`VisionLanguageModel` from a model config and the registries; save and load its weights."""
+"""Build a :class:`VisionLanguageModel` (or only its image path) from a model config and the registries; save and
+load its weights.
+
+Components raise errors about their own fields; the builder knows where each component sits in the YAML and puts
+that path in front (``model.image_strategy.grid_pinpoints[0]: ...``).
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_model, save_model
 
-from mmfw.components import Registries
 from mmfw.config.experiment import ModelConfig
-from mmfw.image_strategies.base import VisionGeometry
+from mmfw.errors import CheckpointMismatchError, ConfigError, MMFWError
 from mmfw.model.vlm import VisionLanguageModel
+from mmfw.specs import LLMGeometry, VisionGeometry
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
+    from mmfw.config.kinds import Registries
+    from mmfw.connectors.base import Connector
+    from mmfw.encoders.base import VisionEncoder
+    from mmfw.image_strategies.base import ImageStrategy
+
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 WEIGHTS_NAME = "model.safetensors"
 
 
 def load_tokenizer(cfg: ModelConfig, registries: Registries) -> PreTrainedTokenizerBase:
     """The LLM's tokenizer with the image placeholder added as one special token."""
-    tokenizer = registries.llms.get(cfg.llm.type).load_tokenizer(cfg.llm)
+    tokenizer = located("llm", lambda: registries.llms.get(cfg.llm.type).load_tokenizer(cfg.llm))
     ensure_image_token(tokenizer, cfg.fusion.image_token)
     return tokenizer
 
@@ -36,6 +49,56 @@ def ensure_image_token(tokenizer: PreTrainedTokenizerBase, image_token: str) -> 
     if len(ids) != 1 or tokenizer.convert_ids_to_tokens(ids[0]) != image_token:
         tokenizer.add_tokens([image_token], special_tokens=True)
     return tokenizer.convert_tokens_to_ids(image_token)
+
+
+def located(key: str, make: Callable[[], T]) -> T:
+    """``make()``, with the errors a component raises about its config located under ``model.<key>``: a
+    :class:`ConfigError` (relative to the component's fields) and a plain ``ValueError`` (the component rejects its
+    config or its dependencies, e.g. widths that do not fit) become one :class:`ConfigError`; other mmfw errors pass
+    through."""
+    where = f"model.{key}"
+    try:
+        return make()
+    except ConfigError as e:
+        raise e.at(where) from e
+    except MMFWError:  # already says what it is (e.g. TokenizerRequiredError)
+        raise
+    except ValueError as e:
+        msg = str(e)
+        raise ConfigError([msg if msg.startswith(f"{where}.") else f"{where}: {msg}"]) from e
+
+
+def build_component(registries: Registries, key: str, cfg: Any, /, **deps: Any) -> Any:
+    """The component of kind ``key`` selected by ``cfg``, its config errors located (see :func:`located`)."""
+    return located(key, lambda: registries.of(key).build(cfg, **deps))
+
+
+def vision_geometry(vision: VisionEncoder, connector: Connector) -> VisionGeometry:
+    """How a tile becomes tokens with this encoder and connector (what the image strategy is built from)."""
+    return VisionGeometry(spec=vision.spec, connector_tokens=connector.num_tokens,
+                          connector_grid=connector.output_grid)
+
+
+def llm_geometry(cfg: ModelConfig, registries: Registries) -> LLMGeometry | None:
+    """The LLM's hidden size and maximum sequence length from its config (see :meth:`LanguageModel.geometry`)."""
+    return registries.llms.get(cfg.llm.type).geometry(cfg.llm)
+
+
+def build_image_strategy(cfg: ModelConfig, registries: Registries, device: str | torch.device = "cpu",
+                         ) -> ImageStrategy:
+    """The image strategy of ``cfg`` on ``device`` without building the LLM. The vision encoder and connector are
+    built on the meta device to learn the geometry (for real when the encoder loads weights)."""
+    llm = llm_geometry(cfg, registries)
+    if llm is None:
+        raise ConfigError(["model.llm: cannot determine the LLM's hidden size without loading it; is "
+                           "model.llm.pretrained available locally?"])
+    with torch.device("cpu" if cfg.vision_encoder.loads_weights else "meta"):
+        vision = build_component(registries, "vision_encoder", cfg.vision_encoder)
+        connector = build_component(registries, "connector", cfg.connector, in_dim=vision.embed_dim,
+                                    out_dim=llm.hidden_size)
+    with torch.device(device):
+        return build_component(registries, "image_strategy", cfg.image_strategy,
+                               geometry=vision_geometry(vision, connector), hidden_size=llm.hidden_size)
 
 
 def build_model(cfg: ModelConfig, registries: Registries, tokenizer: PreTrainedTokenizerBase | None = None, *,
@@ -49,12 +112,12 @@ def build_model(cfg: ModelConfig, registries: Registries, tokenizer: PreTrainedT
     if tokenizer is None and not without_tokenizer:
         tokenizer = load_tokenizer(cfg, registries)
     image_token_id = -1 if tokenizer is None else ensure_image_token(tokenizer, cfg.fusion.image_token)
-    vision = registries.vision_encoders.build(cfg.vision_encoder)
-    llm = registries.llms.build(cfg.llm, tokenizer=tokenizer)
-    connector = registries.connectors.build(cfg.connector, in_dim=vision.embed_dim, out_dim=llm.hidden_size)
-    geometry = VisionGeometry(spec=vision.spec, connector_tokens=connector.num_tokens,
-                              connector_grid=connector.output_grid)
-    strategy = registries.image_strategies.build(cfg.image_strategy, geometry=geometry, hidden_size=llm.hidden_size)
+    vision = build_component(registries, "vision_encoder", cfg.vision_encoder)
+    llm = build_component(registries, "llm", cfg.llm, tokenizer=tokenizer)
+    connector = build_component(registries, "connector", cfg.connector, in_dim=vision.embed_dim,
+                                out_dim=llm.hidden_size)
+    strategy = build_component(registries, "image_strategy", cfg.image_strategy,
+                               geometry=vision_geometry(vision, connector), hidden_size=llm.hidden_size)
     llm_dtype = next(llm.parameters()).dtype
     connector.to(llm_dtype)
     strategy.to(llm_dtype)
@@ -68,10 +131,6 @@ def save_weights(model: torch.nn.Module, directory: str | Path) -> Path:
     path = directory / WEIGHTS_NAME
     save_model(model, str(path))
     return path
-
-
-class CheckpointMismatchError(ValueError):
-    """A checkpoint's tensors do not fit the model built from its config (names or shapes)."""
 
 
 def _listing(names: list[str], limit: int = 10) -> str:

@@ -16,13 +16,9 @@ from collections.abc import Sequence
 
 import torch
 
-IGNORE_INDEX = -100
+from mmfw.errors import IGNORE_INDEX, FusionError
 
 __all__ = ["IGNORE_INDEX", "FusionError", "splice_image_features"]
-
-
-class FusionError(ValueError):
-    """Image placeholders and image features disagree."""
 
 
 def _check_shapes(inputs_embeds: torch.Tensor, input_ids: torch.Tensor, labels: torch.Tensor | None) -> None:

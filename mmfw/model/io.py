@@ -14,6 +14,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 from mmfw.components import Registries, default_registries
 from mmfw.config import ExperimentConfig, load_config, save_config
 from mmfw.config.loader import RESOLVED_CONFIG_NAME
+from mmfw.model.adapters import ADAPTERS_DIR, load_adapters
 from mmfw.model.builder import WEIGHTS_NAME, build_model, load_weights, save_weights
 from mmfw.model.vlm import VisionLanguageModel
 
@@ -49,8 +50,6 @@ def load_model_dir(path: str | Path, registries: Registries | None = None, devic
     tokenizer = AutoTokenizer.from_pretrained(directory / "tokenizer")
     model, tokenizer = build_model(cfg.model, registries, tokenizer=tokenizer)
     load_weights(model, directory)
-    if (directory / "adapters").is_dir():  # a LoRA-trained model: fold the peft adapters into the weights
-        from mmfw.training.lora import load_adapters
-
+    if (directory / ADAPTERS_DIR).is_dir():  # a LoRA-trained model: fold the peft adapters into the weights
         load_adapters(model, directory, merge=True)
     return model.to(device).eval(), tokenizer, cfg

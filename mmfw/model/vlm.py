@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from mmfw.config.experiment import FusionConfig
+from mmfw.config.kinds import KINDS
 from mmfw.connectors.base import Connector
 from mmfw.encoders.base import VisionEncoder
 from mmfw.image_strategies.base import ImageStrategy
@@ -31,6 +32,16 @@ class VisionLanguageModel(nn.Module):
         self.image_strategy = image_strategy
         self.fusion = fusion
         self.image_token_id = image_token_id
+
+    def components(self) -> dict[str, nn.Module]:
+        """The components by kind key (``vision_encoder``, ``connector``, ...), in :data:`~mmfw.config.kinds.KINDS`
+        order."""
+        return {k.key: getattr(self, k.key) for k in KINDS}
+
+    def fsdp_block_classes(self) -> set[type[nn.Module]]:
+        """The module classes FSDP should wrap one unit each: every component's blocks
+        (:meth:`ComponentContract.fsdp_block_classes`), for Accelerate's ``fsdp_transformer_layer_cls_to_wrap``."""
+        return set().union(*(c.fsdp_block_classes() for c in self.components().values()))
 
     def encode_images(self, pixel_values: torch.Tensor, image_sizes: torch.Tensor,
                       num_tiles: torch.Tensor) -> torch.Tensor:
@@ -115,4 +126,4 @@ class VisionLanguageModel(nn.Module):
         embeds, _ = self.embed(input_ids, None, pixel_values, image_sizes, num_tiles, image_counts)
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
-        return self.llm.model.generate(inputs_embeds=embeds, attention_mask=attention_mask, **generate_kwargs)
+        return self.llm.generate(inputs_embeds=embeds, attention_mask=attention_mask, **generate_kwargs)

@@ -6,9 +6,9 @@ import logging
 from pathlib import Path
 
 from mmfw.config.experiment import DataConfig
-from mmfw.config.loader import ConfigError
 from mmfw.data.synth import ensure_synthetic_vqa
 from mmfw.data.tokenizer_train import texts_from_llava_json, train_tokenizer
+from mmfw.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 

@@ -9,11 +9,11 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Subset
 
+from mmfw.data.answers import normalize_answer
 from mmfw.data.collator import VLMCollator
 from mmfw.data.dataset import LlavaDataset
 from mmfw.data.errors import DataError
 from mmfw.data.report import is_skipped
-from mmfw.data.synth import normalize_answer
 from mmfw.model.vlm import VisionLanguageModel
 
 logger = logging.getLogger(__name__)

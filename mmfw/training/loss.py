@@ -17,7 +17,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-IGNORE_INDEX = -100
+from mmfw.errors import IGNORE_INDEX
+
+__all__ = ["IGNORE_INDEX", "logit_positions", "shifted_targets", "supervised_tokens", "token_loss_sum"]
 
 
 def shifted_targets(labels: torch.Tensor) -> torch.Tensor:

@@ -9,6 +9,7 @@ import torch
 from torch.optim.lr_scheduler import LambdaLR
 
 from mmfw.config.training import TrainingConfig
+from mmfw.errors import ConfigError
 
 
 def parameter_groups(model: torch.nn.Module, weight_decay: float, learning_rate: float,
@@ -30,7 +31,7 @@ def build_optimizer(model: torch.nn.Module, cfg: TrainingConfig,
                     lr_scale: Callable[[torch.nn.Parameter], float] = lambda p: 1.0) -> torch.optim.Optimizer:
     groups = parameter_groups(model, cfg.weight_decay, cfg.learning_rate, lr_scale)
     if not groups:
-        raise ValueError("nothing to train: every parameter is frozen under the training policy")
+        raise ConfigError(["training.policy: nothing to train: every parameter is frozen under the training policy"])
     return torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=cfg.betas)
 
 

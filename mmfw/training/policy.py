@@ -15,10 +15,9 @@ from typing import Any
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
-from transformers import PreTrainedModel
 
-from mmfw.config import ConfigError
 from mmfw.config.training import COMPONENTS, FrozenPolicy, FullPolicy, LoraPolicy, PolicyConfig
+from mmfw.errors import ConfigError
 from mmfw.training.lora import is_lora_parameter, lora_parameter_count, wrap_lora, wrapped_model
 
 logger = logging.getLogger(__name__)
@@ -37,7 +36,7 @@ class AppliedPolicy:
 
 
 def _blocks(module: nn.Module, name: str, n: int, where: str) -> list[nn.Module]:
-    groups = module.layer_groups() if hasattr(module, "layer_groups") else []
+    groups = module.layer_groups()
     if not groups:
         raise ConfigError([f"{where}.{name}.unfreeze_last_blocks: {type(module).__name__} exposes no blocks "
                            "(layer_groups() is empty)"])
@@ -62,15 +61,9 @@ def _submodule(model: nn.Module, path: str, where: str) -> nn.Module:
 
 def enable_gradient_checkpointing(component: nn.Module, name: str, where: str) -> None:
     """Recompute activations in the backward pass: transformers' own switch, else per block of ``layer_groups()``."""
-    inner = getattr(component, "model", None)
-    if isinstance(inner, PreTrainedModel) and inner.supports_gradient_checkpointing:
-        kwargs = {"use_reentrant": False}
-        if hasattr(inner, "activation_checkpointing_enable"):  # transformers >= 5.x name
-            inner.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
-        else:
-            inner.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    if component.enable_gradient_checkpointing():
         return
-    groups = component.layer_groups() if hasattr(component, "layer_groups") else []
+    groups = component.layer_groups()
     if not groups:
         raise ConfigError([f"{where}.{name}.gradient_checkpointing: {type(component).__name__} supports no "
                            "gradient checkpointing (no transformers model, no layer_groups())"])

@@ -191,7 +191,7 @@ def sample_lengths(dataset: Any, cache_dir: str | Path | None = None) -> list[in
             h.update(json.dumps([conv.id, conv.messages, [str(p) for p in dataset.image_paths(i)]],
                                 default=str).encode())
         h.update(str(len(dataset.tokenizer)).encode())
-        h.update(repr(getattr(dataset.strategy, "cfg", None)).encode())
+        h.update(repr(dataset.strategy.cfg).encode())
         key = Path(cache_dir) / f"lengths-{h.hexdigest()[:16]}.json"
         if key.exists():
             return json.loads(key.read_text())

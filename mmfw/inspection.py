@@ -12,7 +12,9 @@ then reports
 * the image tokens and input tiles of an image of a given size, from the image strategy itself (the single source of
   truth the data pipeline uses), and the most tokens any image can become;
 * a memory estimate for weights, gradients and AdamW state (two fp32 moments per trainable parameter), for fp32 and
-  bf16 weights/gradients. Activations are not included.
+  bf16 weights/gradients. Activations are not included;
+* the block classes FSDP should wrap (:meth:`VisionLanguageModel.fsdp_block_classes`), the value of Accelerate's
+  ``fsdp_transformer_layer_cls_to_wrap``.
 
 Components must be buildable from an ``architecture`` (random init); a ``pretrained`` component would be loaded.
 """
@@ -24,15 +26,14 @@ from typing import Any
 import torch
 from PIL import Image
 
-from mmfw.components import Registries
 from mmfw.config import ExperimentConfig
-from mmfw.config.validate import max_image_tokens
-from mmfw.llms.base import TokenizerRequiredError
+from mmfw.config.kinds import KINDS, Registries
+from mmfw.errors import TokenizerRequiredError
 from mmfw.model.builder import build_model
 from mmfw.training.policy import trainable_parameter_counts
 
-MODULES = {"vision": "vision_encoder", "connector": "connector", "llm": "llm", "image_strategy": "image_strategy"}
-"""Report names of the VLM's top-level modules."""
+MODULES = {k.report_name: k.key for k in KINDS}
+"""Report names of the VLM's top-level modules (one per component kind)."""
 BYTES = {"fp32": 4, "bf16": 2}
 ADAMW_STATE_BYTES = 8
 """Two fp32 moments per trainable parameter."""
@@ -62,7 +63,8 @@ def inspect_config(cfg: ExperimentConfig, registries: Registries,
         except TokenizerRequiredError:  # no vocab_size in the config: the (local) tokenizer gives it
             model, _ = build_model(cfg.model, registries)
             vocab_from = "tokenizer"
-    by_module = {name: _count(getattr(model, attr).parameters()) for name, attr in MODULES.items()}
+    components = model.components()
+    by_module = {name: _count(components[key].parameters()) for name, key in MODULES.items()}
     total = _count(model.parameters())
     stages = []
     for stage in cfg.stage_plan():
@@ -78,7 +80,7 @@ def inspect_config(cfg: ExperimentConfig, registries: Registries,
     pixels = strategy.preprocess(Image.new("RGB", (width, height))).pixel_values
     return {
         "name": cfg.name,
-        "components": {name: getattr(cfg.model, attr).type for name, attr in MODULES.items()},
+        "components": {name: cfg.model.components()[key].type for name, key in MODULES.items()},
         "params": {"total": total, "trainable": peak["trainable"], "by_module": by_module,
                    "trainable_by_module": peak["trainable_by_module"]},
         "stages": stages,
@@ -87,9 +89,10 @@ def inspect_config(cfg: ExperimentConfig, registries: Registries,
                  "vocab_size": model.llm.get_input_embeddings().num_embeddings, "vocab_from": vocab_from},
         "image_size": [width, height],
         "image_tokens": strategy.num_tokens((width, height)),
-        "image_tokens_max": max_image_tokens(strategy),
+        "image_tokens_max": strategy.max_tokens(),
         "image_input": list(pixels.shape),
         "memory_bytes": peak["memory_bytes"],
+        "fsdp_wrap": sorted(cls.__name__ for cls in model.fsdp_block_classes()),
     }
 
 
@@ -127,4 +130,6 @@ def format_report(report: dict[str, Any]) -> str:
     for dtype, m in report["memory_bytes"].items():
         lines.append(f"  {dtype}: weights {_bytes(m['weights'])}, gradients {_bytes(m['gradients'])}, "
                      f"AdamW {_bytes(m['optimizer'])}, total {_bytes(m['total'])}")
+    if report["fsdp_wrap"]:
+        lines.append(f"FSDP blocks (fsdp_transformer_layer_cls_to_wrap): {','.join(report['fsdp_wrap'])}")
     return "\n".join(lines)

@@ -1,4 +1,4 @@
-"""Tests for the pre-build config checks (mmfw.config.validate); the CLI catalogue is in tests/cli/test_bad_inputs."""
+"""Tests for the pre-build config checks (mmfw.training.validate, mmfw.config.validate); the CLI catalogue is in tests/cli/test_bad_inputs."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from mmfw.config import ConfigError, load_config_dict
-from mmfw.config.validate import (
+from mmfw.training.validate import (
     DEFAULT_CHECKS,
     ValidationContext,
     check_experiment,
@@ -100,3 +100,22 @@ def test_policies_are_checked_per_stage_on_the_meta_model(tiny_experiment: dict,
     problems = validate_experiment(load_config_dict(exp, registries), registries)
     assert len(problems) == 1
     assert problems[0].startswith("stages[1] (lora): training.policy.llm.target_modules[0]: 'qproj' matches no module")
+
+
+def test_a_random_init_eva02_is_checked_like_any_other(tiny_experiment: dict, registries) -> None:
+    """``pretrained: false`` means random init: the geometry and policy checks build it on the meta device (they
+    used to skip it because ``False is not None``)."""
+    exp = copy.deepcopy(tiny_experiment)
+    exp["model"]["vision_encoder"] = {"type": "eva02", "pretrained": False, "architecture": {
+        "img_size": 32, "patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads": 2, "mlp_ratio": 2.0}}
+    exp["data"]["max_length"] = 16
+    exp["training"]["policy"] = {"vision_encoder": {"type": "lora"}}
+    cfg = load_config_dict(exp, registries)
+    assert not cfg.model.vision_encoder.loads_weights
+    problems = validate_experiment(cfg, registries)
+    assert problems[0].startswith("data.max_length: 16 leaves no room for text: one image becomes up to 16 tokens")
+    assert problems[1].startswith("training.policy.vision_encoder: lora needs a component that wraps a "
+                                  "transformers model")
+    assert len(problems) == 2
+    exp["model"]["vision_encoder"]["pretrained"] = True  # timm's weights: not built before the run
+    assert load_config_dict(exp, registries).model.vision_encoder.loads_weights

@@ -1,0 +1,1 @@
+"""mmfw plugin: the ``dinov2`` vision encoder."""

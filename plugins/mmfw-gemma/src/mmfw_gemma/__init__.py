@@ -1,0 +1,1 @@
+"""mmfw plugin: the Gemma family of LLMs (``gemma``, ``gemma2``, ``gemma3``)."""
