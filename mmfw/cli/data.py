@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, get_args
 
-from mmfw.cli.common import CLIError, add_config_arguments, load_experiment
+from mmfw.cli.common import CLIError, add_config_arguments, load_experiment, positive_int, require_prepared
 from mmfw.config.experiment import SyntheticDataConfig
 
 if TYPE_CHECKING:
@@ -34,7 +35,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     c = dsub.add_parser("check", help="report every problem in the configured datasets, and their token lengths")
     add_config_arguments(c)
     c.add_argument("--split", choices=["train", "eval", "all"], default="all")
-    c.add_argument("--limit", type=int, default=None, metavar="N", help="load only the first N samples per split")
+    c.add_argument("--limit", type=positive_int, default=None, metavar="N",
+                   help="load only the first N samples per split")
     c.add_argument("--prepare", action="store_true",
                    help="first generate what data.synthetic / data.build_tokenizer describe, as training would")
     c.set_defaults(func=run_check)
@@ -42,6 +44,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     w = dsub.add_parser("show", help="print one sample with its supervised tokens marked [[...]]")
     add_config_arguments(w)
     w.add_argument("--split", choices=["train", "eval"], default="train")
+    w.add_argument("--prepare", action="store_true",
+                   help="first generate what data.synthetic / data.build_tokenizer describe, as training would")
     which = w.add_mutually_exclusive_group(required=True)
     which.add_argument("--index", type=int, help="sample index in the split (records that parse, in file order)")
     which.add_argument("--id", dest="record_id", help="the record's id")
@@ -88,11 +92,42 @@ def _task_weight(text: str) -> tuple[str, float]:
     raise argparse.ArgumentTypeError(f"{text!r}: expected TASK=WEIGHT, e.g. count=2")
 
 
+_SYNTH_FLAGS = {"num_train": "--num-train", "num_eval": "--num-eval", "image_size": "--image-size",
+                "tasks": "--tasks", "extra_train_questions": "--extra-train-questions",
+                "train_task_weights": "--train-task-weights"}
+
+
+def _check_synth_args(args: argparse.Namespace) -> None:
+    """The flags against the bounds of ``data.synthetic`` (the same schema a config is checked with)."""
+    from pydantic import ValidationError
+
+    try:
+        SyntheticDataConfig(out_dir=args.out, num_train=args.num_train, num_eval=args.num_eval,
+                            image_size=args.image_size, seed=args.seed, tasks=args.tasks,
+                            extra_train_questions=args.extra_train_questions,
+                            train_task_weights=dict(args.train_task_weights))
+    except ValidationError as err:
+        lines = []
+        for e in err.errors():
+            flag = _SYNTH_FLAGS.get(str(e["loc"][0]), "") if e["loc"] else ""
+            detail = ".".join(str(x) for x in e["loc"][1:])
+            lines.append(f"{flag or 'mmfw data synth'}{' ' + detail if detail else ''}: "
+                         f"{e['msg'].removeprefix('Value error, ')}")
+        raise CLIError("\n".join(lines)) from None
+    out = Path(args.out)
+    for p in (out, *out.parents):
+        if p.exists():
+            if not p.is_dir():
+                raise CLIError(f"--out {out}: {p} is a file, not a directory")
+            break
+
+
 def run_synth(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from mmfw.data.synth import generate_synthetic_vqa
 
+    _check_synth_args(args)
     present = [name for name in ("train.json", "eval.json") if (Path(args.out) / name).exists()]
     if present and not args.overwrite:
         raise CLIError(f"{args.out} already holds a dataset ({', '.join(present)}); pass --overwrite to replace it "
@@ -116,6 +151,7 @@ def _pipeline(args: argparse.Namespace) -> tuple[ExperimentConfig, Any, ImageStr
         cfg = load_experiment(args, validate=False)
         prepare_data(cfg.data)
     cfg = load_experiment(args)
+    require_prepared(cfg, args.config)
     tokenizer, strategy = load_data_pipeline(cfg, default_registries())
     return cfg, tokenizer, strategy
 

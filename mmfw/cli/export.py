@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from mmfw.cli.common import check_new_output_dir, located_model_errors
 from mmfw.export import FORMATS
 
 
@@ -20,8 +21,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mmfw.export import export_hf_llava
+    with located_model_errors(args.run_dir):
+        return _run(args)
 
+
+def _run(args: argparse.Namespace) -> int:
+    from mmfw.export import export_hf_llava
+    from mmfw.model.io import resolve_model_dir
+
+    check_new_output_dir(args.out)
+    resolve_model_dir(args.run_dir)
     out, fmt = export_hf_llava(args.run_dir, args.out, args.format)
     print(f"exported {args.run_dir} as {fmt} to {out}")
     return 0

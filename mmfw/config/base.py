@@ -12,9 +12,11 @@ from typing_extensions import Self
 
 
 class StrictModel(BaseModel):
-    """A config section: unknown keys are errors, values are immutable after validation."""
+    """A config section: unknown keys are errors, numbers are finite (no inf/nan), values are immutable after
+    validation."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=(), use_attribute_docstrings=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=(), use_attribute_docstrings=True,
+                              allow_inf_nan=False)
 
 
 class ComponentConfig(StrictModel):

@@ -101,7 +101,8 @@ class DatasetSpec(StrictModel):
     path: str
     """A ``.json`` file (a list of records) or a ``.jsonl`` file (one record per line)."""
     image_root: str | None = None
-    """Directory image paths are relative to; defaults to the JSON file's directory."""
+    """Directory image paths are relative to; defaults to the JSON file's directory. A relative path that leaves it
+    (``../``), or an absolute path when ``image_root`` is set, makes the record unusable (``image-outside-root``)."""
 
     @field_validator("path")
     @classmethod
@@ -117,7 +118,8 @@ class SyntheticDataConfig(StrictModel):
     out_dir: str = "data/synth"
     num_train: int = Field(20000, gt=0)
     num_eval: int = Field(600, gt=0)
-    image_size: int = Field(64, ge=16)
+    image_size: int = Field(64, ge=32)
+    """Side of the square images in pixels (the generator needs at least 32)."""
     seed: int = 0
     tasks: tuple[Literal["color", "shape", "position", "count"], ...] = ("color", "shape", "position", "count")
     extra_train_questions: tuple[Literal["color", "shape", "position"], ...] = ()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import BeforeValidator, Field, create_model, model_serializer, model_validator
+from pydantic import BeforeValidator, Field, create_model, field_validator, model_serializer, model_validator
 from pydantic.fields import FieldInfo
 
 from mmfw.config.base import StrictModel
@@ -161,6 +161,13 @@ class TrainingConfig(StrictModel):
     trackers: Union[Literal["auto"], tuple[Tracker, ...]] = "auto"  # noqa: UP007
     """Experiment trackers besides ``metrics.jsonl`` (through Accelerate): ``auto`` uses tensorboard when it is
     installed; ``[]`` for none; ``[tensorboard, wandb]`` to require them."""
+
+    @field_validator("betas")
+    @classmethod
+    def _betas(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not all(0.0 <= b < 1.0 for b in v):
+            raise ValueError(f"Adam betas must each lie in [0, 1), got {list(v)}")
+        return v
 
     @model_validator(mode="after")
     def _one_length(self) -> TrainingConfig:

@@ -25,6 +25,7 @@ the images whose tokens survived truncation.
 from __future__ import annotations
 
 import logging
+import os
 from array import array
 from collections import OrderedDict
 from collections.abc import Hashable, Sequence
@@ -131,6 +132,7 @@ class LlavaDataset(Dataset):
         truncation: TruncationPolicy = "drop-turns",
         max_skip_ratio: float | None = None,
         name: str = "dataset",
+        allow_empty: bool = False,
     ) -> None:
         if max_length <= 0:
             raise ValueError(f"max_length must be positive, got {max_length}")
@@ -153,6 +155,7 @@ class LlavaDataset(Dataset):
         self.name = name
         self.skipped: list[SkippedSample] = []
         self._entries: list[_Entry] = []
+        self._ids: dict[str, str] = {}
         self._encodings = EncodingCache()
         for k, spec in enumerate(specs):
             self._load_spec(spec, f"{name}[{k}]")
@@ -165,7 +168,7 @@ class LlavaDataset(Dataset):
                     f"{name}: {len(self.skipped)} of {total} records ({len(self.skipped) / total:.1%}) are invalid, "
                     f"more than data.max_skip_ratio={max_skip_ratio:g}: {summarize_skips(self.skipped)}. Run "
                     "`mmfw data check CONFIG` to list every problem")
-        if not self._entries:
+        if not self._entries and not allow_empty:
             why = f" ({len(self.skipped)} invalid: {summarize_skips(self.skipped)})" if self.skipped else ""
             raise TooManySkippedError(f"{name}: no usable records in {[s.path for s in specs]}{why}")
         logger.info("%s: %d conversation(s) from %d file(s)", name, len(self._entries), len(specs))
@@ -181,6 +184,7 @@ class LlavaDataset(Dataset):
         if not path.is_file():
             raise DataError(f"{where}.path: dataset file not found: {spec.path}")
         root = Path(spec.image_root) if spec.image_root is not None else path.parent
+        root_norm = os.path.normpath(os.path.abspath(root))
         records = load_records(path)
         while True:
             try:
@@ -199,6 +203,19 @@ class LlavaDataset(Dataset):
                 rid = rec.get("id")
                 self._reject(e, location, None if rid is None else str(rid))
                 continue
+            outside = [p for p in conv.images if (spec.image_root is not None or not os.path.isabs(p))
+                       and os.path.commonpath([root_norm, os.path.normpath(os.path.join(root_norm, p))]) != root_norm]
+            if outside:
+                self._reject(RecordError("image-outside-root", f"record {conv.id!r}: image path {outside[0]!r} leaves "
+                                         f"the image root {str(root)!r}; image paths are relative to image_root and "
+                                         "stay inside it"), location, conv.id)
+                continue
+            first = self._ids.get(conv.id)
+            if first is not None:
+                self._reject(RecordError("duplicate-id", f"record id {conv.id!r} is also the id of the record at "
+                                         f"{first}; ids must be unique (this one is left out)"), location, conv.id)
+                continue
+            self._ids[conv.id] = location
             self._entries.append(_Entry(conv, root, location))
 
     def set_epoch(self, epoch: int) -> None:

@@ -33,6 +33,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from mmfw.data.control_tokens import neutralize_messages
 from mmfw.errors import IGNORE_INDEX, ImageTokenCountError, TemplateMismatchError
 
 logger = logging.getLogger(__name__)
@@ -201,6 +202,8 @@ def encode_conversation(
         sample_id: Named in error messages.
         image_markers: ``(start, end)`` single tokens written around each image's placeholder run.
 
+    Control tokens inside message contents are text (:mod:`mmfw.data.control_tokens`), never turn boundaries.
+
     Raises:
         TemplateMismatchError: the template is not prefix-stable for this conversation.
         ImageTokenCountError: the number of placeholders in the rendered text differs from the number of images.
@@ -209,7 +212,7 @@ def encode_conversation(
     _check_template(tokenizer)
     tid = image_token_id(tokenizer, image_token)
     markers = _marker_ids(tokenizer, image_markers)
-    msgs = with_system_prompt(messages, system_prompt)
+    msgs = with_system_prompt(neutralize_messages(messages, tokenizer, keep=(image_token,)), system_prompt)
     full = _render(tokenizer, msgs, add_generation_prompt=False)
     labels = [IGNORE_INDEX] * len(full)
     eos = tokenizer.eos_token_id
@@ -258,6 +261,7 @@ def encode_prompt(
     image placeholders expanded as in :func:`encode_conversation`."""
     _check_template(tokenizer)
     tid = image_token_id(tokenizer, image_token)
+    messages = neutralize_messages(messages, tokenizer, keep=(image_token,))
     ids = _render(tokenizer, with_system_prompt(messages, system_prompt), add_generation_prompt=True)
     ids, _, _, _ = _expand_images(ids, [IGNORE_INDEX] * len(ids), tid, image_token_counts, sample_id,
                                   _marker_ids(tokenizer, image_markers))

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from mmfw.config.input_checks import INPUT_CHECKS
 from mmfw.config.validate import ConfigContext, check_data_files, check_model_sources, data_sections
 from mmfw.errors import ConfigError
 from mmfw.model.builder import build_component, build_model, llm_geometry, load_tokenizer, vision_geometry
@@ -190,7 +191,7 @@ def check_training_policies(ctx: ValidationContext) -> Iterator[str]:
                     yield problem if len(stages) == 1 or not ctx.cfg.stages else prefix + problem
 
 
-DEFAULT_CHECKS: tuple[Check, ...] = (check_data_files, check_model_sources, check_token_budget,
+DEFAULT_CHECKS: tuple[Check, ...] = (check_data_files, check_model_sources, *INPUT_CHECKS, check_token_budget,
                                      check_training_policies)
 
 
