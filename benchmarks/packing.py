@@ -1,10 +1,12 @@
-"""Benchmark: padding-free packing and length grouping vs padded batches, on a length-skewed dataset.
+"""Benchmark: padding-free packing, length grouping and modality grouping vs padded batches, on a length-skewed
+dataset.
 
-    python benchmarks/packing.py [--samples 480] [--threads 1] [--hidden 256] [--out results.json]
+    python benchmarks/packing.py [--samples 480] [--threads 1] [--hidden 256] [--patch-size 16] [--out results.json]
 
 Builds a VLM (CLIP + MLP + Llama, random init) and a LLaVA-format dataset whose lengths are skewed like instruction
-data (80% of the samples 30-130 tokens, 20% 130-480, a quarter of them with an image), then trains one epoch over the
-same samples in each mode and reports:
+data (80% of the samples 30-130 tokens, 20% 130-480, a quarter of them with an image of ``(64 / patch_size)^2``
+tokens), then trains one epoch over the same samples in each mode (``modality-grouped``: batches of image samples
+or of text-only samples, each grouped by length, ``training.group_by_modality``) and reports:
 
 * ``efficiency``: real tokens / computed tokens (padding is computed but useless);
 * ``tokens/s``: real tokens per second of training (forward, backward, AdamW step), data already collated, so the
@@ -38,7 +40,12 @@ from mmfw.data.tokenizer_train import texts_from_llava_json, train_tokenizer
 from mmfw.model.builder import build_model
 from mmfw.training.loss import supervised_tokens, token_loss_sum
 from mmfw.training.packing import PackedCollator, real_tokens
-from mmfw.training.sampling import LengthGroupedBatchSampler, PackedBatchSampler, ShuffledBatchSampler
+from mmfw.training.sampling import (
+    LengthGroupedBatchSampler,
+    ModalityGroupedBatchSampler,
+    PackedBatchSampler,
+    ShuffledBatchSampler,
+)
 
 WORDS = ("red green blue yellow circle square triangle left right top bottom the a shape color is there one two "
          "three four image picture of in on").split()
@@ -61,10 +68,10 @@ def skewed_records(n: int, images: list[str], seed: int) -> list[dict[str, Any]]
     return out
 
 
-def model_config(tokenizer: Path, hidden: int, layers: int) -> dict[str, Any]:
+def model_config(tokenizer: Path, hidden: int, layers: int, patch_size: int = 16) -> dict[str, Any]:
     return {
         "vision_encoder": {"type": "clip", "architecture": {
-            "image_size": 64, "patch_size": 16, "hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 2,
+            "image_size": 64, "patch_size": patch_size, "hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 2,
             "num_attention_heads": 4, "projection_dim": 128}},
         "connector": {"type": "mlp", "depth": 2},
         "llm": {"type": "llama", "tokenizer": str(tokenizer), "architecture": {
@@ -81,8 +88,13 @@ def batches_for(mode: str, items: list[dict[str, Any]], lengths: list[int], pad_
                                                                 // pack_length), seed)
         collate = PackedCollator(pad_id)
         return [collate([{**items[i], "row": r} for i, r in batch]) for batch in sampler]
-    sampler = (LengthGroupedBatchSampler(lengths, batch_size, seed) if mode == "length-grouped"
-               else ShuffledBatchSampler(len(items), batch_size, seed))
+    if mode == "modality-grouped":
+        has_image = [len(it["images"]) > 0 for it in items]
+        sampler: Any = ModalityGroupedBatchSampler(lengths, has_image, batch_size, seed)
+    elif mode == "length-grouped":
+        sampler = LengthGroupedBatchSampler(lengths, batch_size, seed)
+    else:
+        sampler = ShuffledBatchSampler(len(items), batch_size, seed)
     collate = VLMCollator(pad_id)
     return [collate([items[i] for i in batch]) for batch in sampler]
 
@@ -117,6 +129,7 @@ def main() -> None:
     parser.add_argument("--pack-length", type=int, default=512, help="row capacity of packed batches")
     parser.add_argument("--hidden", type=int, default=256)
     parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--patch-size", type=int, default=16, help="vision patch size: an image is (64 / p)^2 tokens")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3, help="timed epochs per mode (the best is kept)")
     parser.add_argument("--seed", type=int, default=0)
@@ -133,7 +146,7 @@ def main() -> None:
         data = Path(synth.train).parent / "skewed.json"
         data.write_text(json.dumps(records))
         train_tokenizer(list(texts_from_llava_json([data])), tmp / "tok", vocab_size=512)
-        cfg = load_config_dict({"model": model_config(tmp / "tok", args.hidden, args.layers),
+        cfg = load_config_dict({"model": model_config(tmp / "tok", args.hidden, args.layers, args.patch_size),
                                 "training": {"max_steps": 1}}, registries)
         torch.manual_seed(args.seed)
         model, tokenizer = build_model(cfg.model, registries)
@@ -143,7 +156,7 @@ def main() -> None:
         items = [ds[i] for i in range(len(ds))]
         lengths = [len(it["input_ids"]) for it in items]
 
-        modes = ("padded", "length-grouped", "packed")
+        modes = ("padded", "length-grouped", "modality-grouped", "packed")
         prepared, results = {}, {}
         for mode in modes:
             batches = batches_for(mode, items, lengths, tokenizer.pad_token_id, args.batch_size, args.pack_length,

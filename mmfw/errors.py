@@ -135,7 +135,17 @@ class ImageTokenCountError(ValueError):
 
 # -- model ---------------------------------------------------------------------------------------------------------
 class FusionError(ValueError):
-    """Image placeholders and image features disagree."""
+    """Image placeholders and image features disagree. ``sample`` is the batch row at fault, when there is one."""
+
+    def __init__(self, message: str, sample: int | None = None) -> None:
+        super().__init__(message)
+        self.sample = sample
+
+    def naming_records(self, record_ids: Sequence[str]) -> FusionError:
+        """This error with the record id of its sample added (``record_ids``: one per batch row)."""
+        if self.sample is None or not 0 <= self.sample < len(record_ids):
+            return self
+        return FusionError(f"{self} [sample {self.sample} is record {record_ids[self.sample]!r}]", self.sample)
 
 
 class CheckpointMismatchError(MMFWError, ValueError):

@@ -49,7 +49,8 @@ class VLMPipeline:
         inputs = [self.model.image_strategy.preprocess(im) for im in pils]
         counts = [self.model.image_strategy.num_tokens(x.size) for x in inputs]
         ids = encode_prompt([{"role": "user", "content": prompt}], self.tokenizer, image_token=token,
-                            image_token_counts=counts, system_prompt=self.cfg.data.system_prompt)
+                            image_token_counts=counts, system_prompt=self.cfg.data.system_prompt,
+                            image_markers=self.cfg.model.fusion.image_markers)
         ids_t = torch.tensor(ids, dtype=torch.long)
         return {"input_ids": ids_t, "labels": torch.full_like(ids_t, -100), "images": inputs}
 

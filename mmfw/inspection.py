@@ -10,8 +10,10 @@ then reports
   LoRA adapter parameters count as trainable). ``params.trainable`` is the stage that trains the most (the only
   one without ``stages``), which also sets the memory estimate;
 * the image tokens and input tiles of an image of a given size, from the image strategy itself (the single source of
-  truth the data pipeline uses), and the most tokens any image can become;
-* a memory estimate for weights, gradients and AdamW state (two fp32 moments per trainable parameter), for fp32 and
+  truth the data pipeline uses; ``model.fusion``'s start/end markers included), and the most tokens any image can
+  become;
+* a memory estimate for weights, gradients and AdamW state (two fp32 moments per trainable parameter; with
+  ``policy.new_token_embeddings``, for the whole embedding weights, whose other rows are masked), for fp32 and
   bf16 weights/gradients. Activations are not included;
 * the block classes FSDP should wrap (:meth:`VisionLanguageModel.fsdp_block_classes`), the value of Accelerate's
   ``fsdp_transformer_layer_cls_to_wrap``.
@@ -30,6 +32,7 @@ from mmfw.config import ExperimentConfig
 from mmfw.config.kinds import KINDS, Registries
 from mmfw.errors import TokenizerRequiredError
 from mmfw.model.builder import build_model
+from mmfw.training.new_token_rows import embedding_weights, new_token_row_count
 from mmfw.training.policy import trainable_parameter_counts
 
 MODULES = {k.report_name: k.key for k in KINDS}
@@ -69,9 +72,12 @@ def inspect_config(cfg: ExperimentConfig, registries: Registries,
     stages = []
     for stage in cfg.stage_plan():
         counts = trainable_parameter_counts(model, stage.training.policy)
+        # new-token rows train through a gradient mask: gradients and AdamW state cover the whole embedding weights
+        masked = (sum(w.numel() for w in embedding_weights(model)) - new_token_row_count(model)
+                  if stage.training.policy.new_token_embeddings else 0)
         stages.append({"name": stage.name, "trainable": counts["total"],
                        "trainable_by_module": {name: counts[attr] for name, attr in MODULES.items()},
-                       "memory_bytes": memory_estimate(total, counts["total"])})
+                       "memory_bytes": memory_estimate(total, counts["total"] + masked)})
     peak = max(stages, key=lambda s: s["trainable"])
 
     spec = model.vision_encoder.spec
@@ -88,8 +94,8 @@ def inspect_config(cfg: ExperimentConfig, registries: Registries,
                  "patch_size": spec.patch_size, "llm_hidden_size": model.llm.hidden_size,
                  "vocab_size": model.llm.get_input_embeddings().num_embeddings, "vocab_from": vocab_from},
         "image_size": [width, height],
-        "image_tokens": strategy.num_tokens((width, height)),
-        "image_tokens_max": strategy.max_tokens(),
+        "image_tokens": cfg.model.fusion.image_sequence_length(strategy.num_tokens((width, height))),
+        "image_tokens_max": cfg.model.fusion.image_sequence_length(strategy.max_tokens()),
         "image_input": list(pixels.shape),
         "memory_bytes": peak["memory_bytes"],
         "fsdp_wrap": sorted(cls.__name__ for cls in model.fsdp_block_classes()),

@@ -68,7 +68,10 @@ class Registry(Generic[T]):
         if not name or config is None:
             raise RegistryError(f"{obj!r} has no name/config; decorate it with @component(name, config=...)")
         cfg_type = getattr(config, "model_fields", {}).get("type")
-        if cfg_type is not None and cfg_type.default != name:
+        if cfg_type is None:
+            raise RegistryError(f"{self.kind} {name!r}: config class {config.__name__} has no 'type' field; derive it "
+                                "from mmfw's ComponentConfig and declare type: Literal[...]")
+        if cfg_type.default != name:
             raise RegistryError(
                 f"{self.kind} {name!r}: config class {config.__name__} has type={cfg_type.default!r}; they must match")
         source = source or f"{obj.__module__}.{obj.__qualname__}"

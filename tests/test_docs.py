@@ -63,7 +63,10 @@ def blocks(*langs: str) -> list[Block]:
     return found
 
 
-PYTHON = blocks("python")
+FILE_LISTING = re.compile(r"# [\w./-]+\.py")
+"""A block whose first line names a file (``# mmfw_maxpool/plugin.py``) is a file of a walk-through, not code to run
+on its own: tests/test_docs_plugins.py writes docs/plugins.md's files out as a package and runs its tests."""
+PYTHON = [b for b in blocks("python") if not FILE_LISTING.fullmatch(b.code.splitlines()[0] if b.code else "")]
 YAML = blocks("yaml", "yml")
 
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
+from collections.abc import Iterator
+from pathlib import Path
 
 from mmfw.components import Registries, default_registries
 from mmfw.config import ExperimentConfig, load_config
@@ -16,6 +19,17 @@ class CLIError(Exception):
     def __init__(self, message: str, exit_code: int = 2) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,18 +51,66 @@ def load_experiment(args: argparse.Namespace, registries: Registries | None = No
     return cfg
 
 
+def require_prepared(cfg: ExperimentConfig, config_path: str) -> None:
+    """A one-line error naming the command that generates what the config declares but is not there yet."""
+    from mmfw.training.data_prep import pending_outputs
+
+    pending = pending_outputs(cfg.data)
+    if pending:
+        raise CLIError(f"{config_path}: not generated yet: {'; '.join(pending)}. Run `mmfw data check --prepare "
+                       f"{config_path}` (or `mmfw train {config_path}`) first, which generates it")
+
+
+def check_new_output_dir(out: str | Path, flag: str = "OUT") -> Path:
+    """``out`` can be created as a new directory: it does not exist (or is an empty directory) and no file is on the
+    way to it. Nothing written before is ever replaced."""
+    out = Path(out)
+    if out.exists():
+        if not out.is_dir():
+            raise CLIError(f"{flag} {out}: is a file; choose a new directory")
+        if any(out.iterdir()):
+            raise CLIError(f"{flag} {out}: directory is not empty; choose a new directory (nothing is overwritten)")
+        return out
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise CLIError(f"{flag} {out}: cannot be created, {parent} is a file")
+            break
+    return out
+
+
+@contextlib.contextmanager
+def located_model_errors(source: str) -> Iterator[None]:
+    """Errors of loading the model of ``source`` (a run or model directory) as one-line CLI errors naming it."""
+    try:
+        yield
+    except ValueError as e:
+        from mmfw.model.builder import CheckpointMismatchError
+
+        if isinstance(e, CheckpointMismatchError):
+            raise CLIError(f"{source}: {e}") from e
+        raise
+
+
 def report(err: BaseException) -> int:
-    """Print an expected error as one line per problem; return the exit code."""
-    if isinstance(err, ConfigError):
-        for line in str(err).splitlines():
-            print(f"error: {line}", file=sys.stderr)
-        return 2
-    if isinstance(err, CLIError):
-        print(f"error: {err}", file=sys.stderr)
-        return err.exit_code
+    """Print an expected error as one line per problem; return the exit code (2: bad input)."""
+    code = int(getattr(err, "exit_code", 2))  # CLIError's, or an interrupted run's 130
+    text = str(err) if isinstance(err, ConfigError | CLIError) else _describe(err)
+    for line in text.splitlines() or [type(err).__name__]:
+        print(f"error: {line}", file=sys.stderr)
+    return code
+
+
+def _describe(err: BaseException) -> str:
     if isinstance(err, DataError | InvalidArgumentError):
-        for line in str(err).splitlines():
-            print(f"error: {line}", file=sys.stderr)
-        return 2
-    print(f"error: {type(err).__name__}: {err}", file=sys.stderr)
+        return str(err)
+    if isinstance(err, FileNotFoundError) and err.filename:  # an OS error: errno, strerror, filename
+        return f"file not found: {err.filename}"
+    return str(err) or type(err).__name__
+
+
+def report_internal(err: BaseException) -> int:
+    """An unexpected error (a bug, or a failure mmfw does not locate yet): one line and exit code 1."""
+    print(f"error: internal error: {type(err).__name__}: {err} (rerun with `mmfw --debug ...` for the traceback, "
+          "and report it)", file=sys.stderr)
     return 1

@@ -6,16 +6,18 @@
   the training pipeline (without training) and report every problem (one line each on stderr, with file, line, record id and reason), the distribution of
   sequence lengths (text + image tokens) and how many samples ``data.max_length`` truncates or drops. Exit code 2
   when any record is bad.
-* ``show CONFIG --index N``: one sample as the model sees it, supervised spans marked ``[[...]]``.
+* ``show CONFIG --index N``: one sample as the model sees it, supervised spans marked ``[[...]]``; with
+  ``--augment OUT.png``, its images augmented as ``data.augment`` would in training (``--epoch E``), written as PNG.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, get_args
 
-from mmfw.cli.common import CLIError, add_config_arguments, load_experiment
+from mmfw.cli.common import CLIError, add_config_arguments, load_experiment, positive_int, require_prepared
 from mmfw.config.experiment import SyntheticDataConfig
 
 if TYPE_CHECKING:
@@ -33,7 +35,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     c = dsub.add_parser("check", help="report every problem in the configured datasets, and their token lengths")
     add_config_arguments(c)
     c.add_argument("--split", choices=["train", "eval", "all"], default="all")
-    c.add_argument("--limit", type=int, default=None, metavar="N", help="load only the first N samples per split")
+    c.add_argument("--limit", type=positive_int, default=None, metavar="N",
+                   help="load only the first N samples per split")
     c.add_argument("--prepare", action="store_true",
                    help="first generate what data.synthetic / data.build_tokenizer describe, as training would")
     c.set_defaults(func=run_check)
@@ -41,9 +44,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     w = dsub.add_parser("show", help="print one sample with its supervised tokens marked [[...]]")
     add_config_arguments(w)
     w.add_argument("--split", choices=["train", "eval"], default="train")
+    w.add_argument("--prepare", action="store_true",
+                   help="first generate what data.synthetic / data.build_tokenizer describe, as training would")
     which = w.add_mutually_exclusive_group(required=True)
     which.add_argument("--index", type=int, help="sample index in the split (records that parse, in file order)")
     which.add_argument("--id", dest="record_id", help="the record's id")
+    w.add_argument("--augment", metavar="OUT.png", default=None,
+                   help="augment the sample's images as data.augment does in training and write them as PNG (an "
+                        "image k > 0 goes to OUT-k.png)")
+    w.add_argument("--epoch", type=int, default=0, help="the training epoch whose augmentation --augment shows")
     w.set_defaults(func=run_show)
 
 
@@ -81,11 +90,42 @@ def _task_weight(text: str) -> tuple[str, float]:
     raise argparse.ArgumentTypeError(f"{text!r}: expected TASK=WEIGHT, e.g. count=2")
 
 
+_SYNTH_FLAGS = {"num_train": "--num-train", "num_eval": "--num-eval", "image_size": "--image-size",
+                "tasks": "--tasks", "extra_train_questions": "--extra-train-questions",
+                "train_task_weights": "--train-task-weights"}
+
+
+def _check_synth_args(args: argparse.Namespace) -> None:
+    """The flags against the bounds of ``data.synthetic`` (the same schema a config is checked with)."""
+    from pydantic import ValidationError
+
+    try:
+        SyntheticDataConfig(out_dir=args.out, num_train=args.num_train, num_eval=args.num_eval,
+                            image_size=args.image_size, seed=args.seed, tasks=args.tasks,
+                            extra_train_questions=args.extra_train_questions,
+                            train_task_weights=dict(args.train_task_weights))
+    except ValidationError as err:
+        lines = []
+        for e in err.errors():
+            flag = _SYNTH_FLAGS.get(str(e["loc"][0]), "") if e["loc"] else ""
+            detail = ".".join(str(x) for x in e["loc"][1:])
+            lines.append(f"{flag or 'mmfw data synth'}{' ' + detail if detail else ''}: "
+                         f"{e['msg'].removeprefix('Value error, ')}")
+        raise CLIError("\n".join(lines)) from None
+    out = Path(args.out)
+    for p in (out, *out.parents):
+        if p.exists():
+            if not p.is_dir():
+                raise CLIError(f"--out {out}: {p} is a file, not a directory")
+            break
+
+
 def run_synth(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from mmfw.data.synth import generate_synthetic_vqa
 
+    _check_synth_args(args)
     present = [name for name in ("train.json", "eval.json") if (Path(args.out) / name).exists()]
     if present and not args.overwrite:
         raise CLIError(f"{args.out} already holds a dataset ({', '.join(present)}); pass --overwrite to replace it "
@@ -109,6 +149,7 @@ def _pipeline(args: argparse.Namespace) -> tuple[ExperimentConfig, Any, ImageStr
         cfg = load_experiment(args, validate=False)
         prepare_data(cfg.data)
     cfg = load_experiment(args)
+    require_prepared(cfg, args.config)
     tokenizer, strategy = load_data_pipeline(cfg, default_registries())
     return cfg, tokenizer, strategy
 
@@ -126,7 +167,7 @@ def run_check(args: argparse.Namespace) -> int:
             continue
         name = f"{section.path}.{split}"
         dataset = open_dataset(section.data, specs, tokenizer, strategy, image_token=cfg.model.fusion.image_token,
-                               name=name)
+                               name=name, image_markers=cfg.model.fusion.image_markers)
         result = check_dataset(dataset, limit=args.limit, progress=sys.stderr.isatty())
         for line in result.problem_lines():
             print(f"error: {line}", file=sys.stderr)
@@ -145,7 +186,8 @@ def run_show(args: argparse.Namespace) -> int:
     name = f"data.{args.split}"
     if not specs:
         raise CLIError(f"{name}: no dataset configured")
-    dataset = open_dataset(cfg.data, specs, tokenizer, strategy, image_token=cfg.model.fusion.image_token, name=name)
+    dataset = open_dataset(cfg.data, specs, tokenizer, strategy, image_token=cfg.model.fusion.image_token, name=name,
+                           image_markers=cfg.model.fusion.image_markers)
     if args.record_id is not None:
         try:
             index = dataset.index_of(args.record_id)
@@ -157,18 +199,21 @@ def run_show(args: argparse.Namespace) -> int:
         if not -len(dataset) <= index < len(dataset):
             raise CLIError(f"--index {index} is out of range: {name} has {len(dataset)} usable samples")
         index %= len(dataset)
+    if args.augment is not None:
+        _set_augment(cfg, dataset, args.epoch)
     item = dataset.inspect(index)
     if isinstance(item, SkippedSample):
         print(f"error: {name}: {item.describe()}", file=sys.stderr)
         return 2
     token = cfg.model.fusion.image_token
     ids, labels = item["input_ids"].tolist(), item["labels"].tolist()
-    image_tokens = sum(1 for t in ids if t == dataset.image_token_id)
+    image_ids = {dataset.image_token_id, *(tokenizer.convert_tokens_to_ids(list(cfg.model.fusion.image_markers or ())))}
+    image_tokens = sum(1 for t in ids if t in image_ids)
     print(f"{name}[{index}]: record {item['id']!r} ({dataset.location(index)})")
     for k, (path, image) in enumerate(zip(dataset.image_paths(index), item["images"], strict=False)):
         w, h = image.size
         print(f"  image {k}: {path} ({w}x{h}, {image.pixel_values.shape[0]} tile(s)) -> "
-              f"{strategy.num_tokens(image.size)} tokens")
+              f"{cfg.model.fusion.image_sequence_length(strategy.num_tokens(image.size))} tokens")
     cut = item["truncated"]
     how = (f"; truncated from {cut.num_tokens} by data.truncation {cut.policy}" if cut is not None else "")
     print(f"  tokens: {len(ids)} (text {len(ids) - image_tokens}, image {image_tokens}), supervised "
@@ -176,4 +221,31 @@ def run_show(args: argparse.Namespace) -> int:
     print(f"  supervised tokens are shown [[like this]]; {token}×N stands for one image's N tokens")
     print("-" * 80)
     print(render_supervision(ids, labels, tokenizer, image_token=token))
+    if args.augment is not None:
+        _write_augmented(dataset, index, args.augment)
     return 0
+
+
+def _set_augment(cfg: ExperimentConfig, dataset: Any, epoch: int) -> None:
+    from mmfw.data.augment import ImageAugmenter
+
+    if cfg.data.augment is None:
+        raise CLIError("--augment: data.augment is not set in the config")
+    dataset.augment = ImageAugmenter(cfg.data.augment, cfg.seed)  # the seed of the first stage's training
+    dataset.set_epoch(epoch)
+
+
+def _write_augmented(dataset: Any, index: int, out: str) -> None:
+    from pathlib import Path
+
+    from mmfw.data.images import load_image
+
+    base = Path(out)
+    paths = dataset.image_paths(index)
+    if not paths:
+        raise CLIError(f"--augment: sample {index} has no image")
+    base.parent.mkdir(parents=True, exist_ok=True)
+    for k, path in enumerate(paths):
+        target = base if k == 0 else base.with_name(f"{base.stem}-{k}{base.suffix or '.png'}")
+        dataset.augment(load_image(path), index, k).save(target, format="PNG")
+        print(f"augmented image {k} (epoch {dataset.augment.epoch}): {target}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 
+from mmfw.cli.common import check_new_output_dir, located_model_errors
 from mmfw.export.hf_native import FORMATS
 
 
@@ -23,12 +24,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mmfw.cli.common import CLIError
-    from mmfw.export.hf_native import ExportTargetExistsError, export
+    with located_model_errors(args.run_dir):
+        return _run(args)
 
-    try:
-        out, fmt = export(args.run_dir, args.out, args.format, overwrite=args.overwrite)
-    except ExportTargetExistsError as err:
-        raise CLIError(str(err)) from None
+
+def _run(args: argparse.Namespace) -> int:
+    from mmfw.export.hf_native import export
+    from mmfw.model.io import resolve_model_dir
+
+    if not args.overwrite:
+        check_new_output_dir(args.out)
+    resolve_model_dir(args.run_dir)
+    out, fmt = export(args.run_dir, args.out, args.format, overwrite=args.overwrite)
     print(f"exported {args.run_dir} as {fmt} to {out}")
     return 0

@@ -5,8 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import re
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-from mmfw.cli.common import CLIError, add_config_arguments, load_experiment
+from mmfw.cli.common import CLIError, add_config_arguments, load_experiment, require_prepared
+
+if TYPE_CHECKING:
+    from mmfw.config import ExperimentConfig
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -28,10 +33,28 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _check_model(cfg: ExperimentConfig, config_path: str) -> None:
+    """The model's own checks (sources on disk, LLM architecture) and the tokenizer being there."""
+    from mmfw.components import default_registries
+    from mmfw.config import ConfigError
+    from mmfw.config.input_checks import check_llm_architecture, check_local_sources
+    from mmfw.config.validate import check_model_sources
+    from mmfw.training.validate import ValidationContext
+
+    ctx = ValidationContext(cfg, default_registries())
+    problems = [p for check in (check_model_sources, check_local_sources, check_llm_architecture) for p in check(ctx)]
+    if problems:
+        raise ConfigError(problems, source=config_path)
+    tokenizer = getattr(cfg.model.llm, "tokenizer", None)
+    if tokenizer is not None and ctx.is_generated(tokenizer) and not Path(tokenizer).exists():
+        require_prepared(cfg, config_path)
+
+
 def run(args: argparse.Namespace) -> int:
     from mmfw.components import default_registries
 
     cfg = load_experiment(args, validate=False)  # the model only: data files need not exist
+    _check_model(cfg, args.config)
     from mmfw.inspection import format_report, inspect_config  # torch and the model libraries: after the config is read
 
     try:

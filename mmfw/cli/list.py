@@ -16,7 +16,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    kinds = default_registries().kinds()
+    registries = default_registries()
+    kinds = registries.kinds()
     if args.kind is not None:
         key = args.kind.replace("-", "_")
         if key not in kinds:

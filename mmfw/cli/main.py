@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from mmfw import __version__
-from mmfw.cli.common import CLIError, report
+from mmfw.cli.common import CLIError, report, report_internal
 from mmfw.errors import MMFWError
 
 COMMAND_MODULES = (
@@ -29,8 +29,8 @@ COMMAND_MODULES = (
 )
 
 EXPECTED_ERRORS = (MMFWError, CLIError, FileNotFoundError)
-"""Errors about the user's input, printed as one line each (exit code 2, or 1 for a file that is missing). Anything
-else is a bug and keeps its traceback; ``--debug`` shows the traceback of these too."""
+"""Errors about the user's input, printed as one line each (exit code 2). Anything else is a bug: one line saying so
+and to rerun with ``--debug`` (exit code 1); ``--debug`` shows the traceback of every error."""
 
 
 def version_string() -> str:
@@ -84,7 +84,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         return report(err)
     except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
         return 130
+    except (Exception, RecursionError, MemoryError) as err:  # a bug (or a case mmfw does not locate yet)
+        if args.debug:
+            raise
+        return report_internal(err)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mmfw.cli.common import CLIError
+from mmfw.cli.common import CLIError, check_new_output_dir, located_model_errors
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -20,12 +20,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    with located_model_errors(args.run_dir):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     from mmfw.model.io import load_model_dir, resolve_model_dir, save_model_dir
     from mmfw.training.lora import adapter_dirs
 
     out = Path(args.out)
     if out.exists():
         raise CLIError(f"{out} already exists; choose a new directory")
+    check_new_output_dir(out)
     source = resolve_model_dir(args.run_dir)
     merged = sorted(adapter_dirs(source))
     model, tokenizer, cfg = load_model_dir(source)

@@ -7,6 +7,7 @@ import argparse
 import json
 from pathlib import Path
 
+from mmfw.cli.common import CLIError
 from mmfw.components import default_registries
 from mmfw.config.schema import experiment_json_schema
 
@@ -21,7 +22,13 @@ def run(args: argparse.Namespace) -> int:
     schema = experiment_json_schema(default_registries())
     text = json.dumps(schema, indent=2)
     if args.output:
-        Path(args.output).write_text(text + "\n", encoding="utf-8")
+        out = Path(args.output)
+        if out.is_dir():
+            raise CLIError(f"-o {out}: is a directory; name a file")
+        try:
+            out.write_text(text + "\n", encoding="utf-8")
+        except OSError as e:
+            raise CLIError(f"-o {out}: cannot write: {e.strerror or e}") from None
     else:
         print(text)
     return 0

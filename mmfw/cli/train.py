@@ -74,11 +74,18 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_experiment(args)
     if args.num_processes > 1 and "LOCAL_RANK" not in os.environ:
         return _launch(args)
+    from mmfw.model.builder import CheckpointMismatchError
+    from mmfw.training.signals import graceful_stop
     from mmfw.training.trainer import Trainer
 
     trainer = Trainer(cfg, default_registries(), default_plugin_manager(), progress=not args.no_progress,
                       resume=args.resume, overwrite=args.overwrite)
-    metrics = trainer.train()
+    with graceful_stop() as stop:
+        trainer.stop = stop
+        try:
+            metrics = trainer.train()
+        except CheckpointMismatchError as e:
+            raise CLIError(f"{cfg.run_dir}: {e}") from e
     if trainer.accelerator.is_main_process:
         print(json.dumps({"run_dir": str(cfg.run_dir), **{k: round(v, 6) for k, v in metrics.items()}}))
         print("\n".join(next_steps(cfg.run_dir, metrics)))

@@ -12,9 +12,11 @@ from typing_extensions import Self
 
 
 class StrictModel(BaseModel):
-    """A config section: unknown keys are errors, values are immutable after validation."""
+    """A config section: unknown keys are errors, numbers are finite (no inf/nan), values are immutable after
+    validation."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=(), use_attribute_docstrings=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=(), use_attribute_docstrings=True,
+                              allow_inf_nan=False)
 
 
 class ComponentConfig(StrictModel):
@@ -54,6 +56,10 @@ class ConnectorConfig(ComponentConfig):
 
 class LLMConfig(ComponentConfig):
     """Base of LLM configs."""
+
+    def added_special_tokens(self) -> tuple[str, ...]:
+        """Special tokens the LLM component adds to its tokenizer (none unless a config says so)."""
+        return ()
 
     @classmethod
     def example(cls, tokenizer: str) -> Self:  # type: ignore[override]

@@ -21,6 +21,7 @@ from pydantic import (
     model_validator,
 )
 
+from mmfw.config.augment import ImageAugmentConfig
 from mmfw.config.base import ComponentConfig, StrictModel
 from mmfw.config.kinds import KINDS
 from mmfw.config.training import (
@@ -45,6 +46,40 @@ class FusionConfig(StrictModel):
     dummy_image_for_text_only: bool = True
     """Run a blank image through the vision path when a batch has no image, so every trainable parameter gets a
     gradient (needed by DDP/FSDP)."""
+    image_start_token: str | None = None
+    """Written before each image's placeholder run (OmniLMM / LLaVA ``<im_start>``); set with
+    ``image_end_token``. Added to the tokenizer as a special token, never supervised."""
+    image_end_token: str | None = None
+    """Written right after each image's placeholder run (``<im_end>``); set with ``image_start_token``."""
+
+    @model_validator(mode="after")
+    def _markers(self) -> FusionConfig:
+        start, end = self.image_start_token, self.image_end_token
+        if (start is None) != (end is None):
+            raise ValueError("set both image_start_token and image_end_token, or neither")
+        if start is not None:
+            tokens = [self.image_token, start, end]
+            if any(not t for t in tokens) or len(set(tokens)) != 3:
+                raise ValueError(f"image_token, image_start_token and image_end_token must be three different "
+                                 f"non-empty strings, got {tokens}")
+        return self
+
+    @property
+    def image_markers(self) -> tuple[str, str] | None:
+        """``(start, end)`` tokens written around each image's placeholder run, or None."""
+        if self.image_start_token is None or self.image_end_token is None:
+            return None
+        return self.image_start_token, self.image_end_token
+
+    @property
+    def added_tokens(self) -> tuple[str, ...]:
+        """Every token the fusion adds to the tokenizer: the placeholder, then the start/end markers."""
+        return (self.image_token, *(self.image_markers or ()))
+
+    def image_sequence_length(self, feature_rows: int) -> int:
+        """Positions one image takes in the token sequence: its feature rows plus the start/end markers. With the
+        strategy's ``num_tokens`` as ``feature_rows``, the single source of truth for an image's token count."""
+        return int(feature_rows) + (2 if self.image_markers is not None else 0)
 
 
 class _ModelSection(StrictModel):
@@ -66,7 +101,8 @@ class DatasetSpec(StrictModel):
     path: str
     """A ``.json`` file (a list of records) or a ``.jsonl`` file (one record per line)."""
     image_root: str | None = None
-    """Directory image paths are relative to; defaults to the JSON file's directory."""
+    """Directory image paths are relative to; defaults to the JSON file's directory. A relative path that leaves it
+    (``../``), or an absolute path when ``image_root`` is set, makes the record unusable (``image-outside-root``)."""
 
     @field_validator("path")
     @classmethod
@@ -82,7 +118,8 @@ class SyntheticDataConfig(StrictModel):
     out_dir: str = "data/synth"
     num_train: int = Field(20000, gt=0)
     num_eval: int = Field(600, gt=0)
-    image_size: int = Field(64, ge=16)
+    image_size: int = Field(64, ge=32)
+    """Side of the square images in pixels (the generator needs at least 32)."""
     seed: int = 0
     tasks: tuple[Literal["color", "shape", "position", "count"], ...] = ("color", "shape", "position", "count")
     extra_train_questions: tuple[Literal["color", "shape", "position"], ...] = ()
@@ -126,6 +163,9 @@ class DataConfig(StrictModel):
     stops at the first one; ``skip`` leaves it out, counts it by reason and reports it at the end of each epoch."""
     max_skip_ratio: float = Field(0.05, ge=0, le=1)
     """With ``on_error: skip``, stop with an error when more than this share of a dataset's samples is skipped."""
+    augment: ImageAugmentConfig | None = None
+    """Augmentation of training images (random resized crop, colour jitter, RandAugment); never of evaluation or
+    inference images. Each image keeps its size, hence its token count."""
 
 
 STAGE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
@@ -152,6 +192,12 @@ class StageConfig(_StageFields):
     def _only_set(self, handler: Any) -> Any:
         data = handler(self)
         return {"name": self.name, **{k: v for k, v in data.items() if k in self.model_fields_set and k != "name"}}
+
+
+def _check_augment(where: str, training: TrainingConfig, data: DataConfig) -> None:
+    if training.feature_cache is not None and data.augment is not None:
+        raise ValueError(f"{where}: feature_cache with data.augment would cache every augmented variant of every "
+                         "image; use one or the other")
 
 
 @dataclass(frozen=True)
@@ -197,6 +243,7 @@ class ExperimentConfig(StrictModel):
         if not self.stages:
             if not self.training.has_length:
                 raise ValueError("training: set exactly one of max_steps and epochs")
+            _check_augment("training", self.training, self.data)
             return [ResolvedStage(0, "train", self.training, self.data, implicit=True)]
         out = []
         for i, stage in enumerate(self.stages):
@@ -216,6 +263,7 @@ class ExperimentConfig(StrictModel):
             for key in RUN_LEVEL_FIELDS:
                 if getattr(training, key) != getattr(self.training, key):
                     raise ValueError(f"{where}: {key} applies to the whole run; set it in training, not per stage")
+            _check_augment(where, training, data)
             out.append(ResolvedStage(i, stage.name, training, data))
         return out
 

@@ -61,6 +61,9 @@ class Registries:
     def __init__(self) -> None:
         for kind in KINDS:
             setattr(self, kind.registry, Registry(kind.label))
+        self.plugin_failures: dict[str, str] = {}
+        """Plugins that failed to load or to register (``"dist:entry-point"`` -> the error); their components are
+        not available, everything else is."""
 
     def __getattr__(self, name: str) -> Registry:  # typed access to the registries set in __init__
         raise AttributeError(f"{type(self).__name__} has no registry {name!r}; kinds: "

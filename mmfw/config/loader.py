@@ -8,6 +8,7 @@ apply to the new one). Relative paths in ``extends`` are relative to the file th
 from __future__ import annotations
 
 import copy
+import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,10 +17,13 @@ import yaml
 from pydantic import ValidationError
 
 from mmfw.config.experiment import ExperimentConfig, experiment_config_class
+from mmfw.config.yaml_safe import YAMLProblem, parse_yaml, read_yaml_file
 from mmfw.errors import ConfigError, format_choices
 
 if TYPE_CHECKING:
     from mmfw.config.kinds import Registries
+
+logger = logging.getLogger(__name__)
 
 RESOLVED_CONFIG_NAME = "config.yaml"
 
@@ -35,21 +39,24 @@ def _merge(base: Any, update: Any) -> Any:
     return out
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+def _read_yaml(path: Path, where: str | None = None) -> dict[str, Any]:
+    """One YAML file as a dict; ``where`` names what points at it (``"extends"``) in messages."""
+    source = str(path)
+    what = f"{where}: " if where else ""
     try:
-        text = path.read_text(encoding="utf-8")
+        data = read_yaml_file(path)
     except FileNotFoundError:
-        raise ConfigError([f"config file not found: {path}"]) from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise ConfigError([f"{where}invalid YAML: {getattr(e, 'problem', e)}"], source=str(path)) from None
+        raise ConfigError([f"{what}config file not found: {path}"]) from None
+    except IsADirectoryError:
+        raise ConfigError([f"{what}{path} is a directory; name a YAML file"]) from None
+    except OSError as e:
+        raise ConfigError([f"{what}cannot read {path}: {e.strerror or e}"]) from None
+    except YAMLProblem as e:
+        raise ConfigError([e.located()], source=source) from None
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError([f"top level must be a mapping, got {type(data).__name__}"], source=str(path))
+        raise ConfigError([f"top level must be a mapping, got {type(data).__name__}"], source=source)
     return data
 
 
@@ -60,7 +67,7 @@ def load_yaml_tree(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, 
     if resolved in _seen:
         chain = " -> ".join(str(p) for p in (*_seen, resolved))
         raise ConfigError([f"extends: circular inheritance: {chain}"], source=str(path))
-    data = _read_yaml(path)
+    data = _read_yaml(path, where=f"{_seen[-1]}: extends" if _seen else None)
     parents = data.pop("extends", None)
     if parents is None:
         return data
@@ -81,21 +88,86 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not sep or not key or any(not part for part in key.split(".")):
         raise ConfigError([f"override {text!r}: expected KEY.PATH=VALUE"])
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError:
+        value = parse_yaml(raw) if raw.strip() else None
+    except YAMLProblem as e:
+        if "alias" in e.message or "duplicate key" in e.message:
+            raise ConfigError([f"override {text!r}: {e.message}"]) from None
         value = raw
     return key.split("."), value
 
 
+def _set_path(tree: dict[str, Any], keys: list[str], value: Any, text: str) -> None:
+    """Set ``keys`` in ``tree`` (in place) to ``value`` merged over what is there; integers address list items."""
+    node: Any = tree
+    for depth, key in enumerate(keys):
+        last = depth == len(keys) - 1
+        where = ".".join(keys[:depth + 1])
+        if isinstance(node, list):
+            if not key.lstrip("-").isdigit():
+                raise ConfigError([f"override {text!r}: {where}: {'.'.join(keys[:depth])} is a list; address an "
+                                   f"item by its list index (0 to {len(node) - 1})"])
+            index = int(key)
+            if not -len(node) <= index < len(node):
+                raise ConfigError([f"override {text!r}: {where}: list index {index} is out of range (the list has "
+                                   f"{len(node)} item(s))"])
+            if last:
+                node[index] = _merge(node[index], value)
+            else:
+                node = node[index]
+        elif isinstance(node, dict):
+            if last and key == "type" and node.get("type") not in (None, value):
+                node.clear()  # another component: the old one's fields do not apply (as in _merge)
+                node["type"] = copy.deepcopy(value)
+            elif last:
+                node[key] = _merge(node[key], value) if key in node else copy.deepcopy(value)
+            else:
+                if node.get(key) is None:
+                    node[key] = {}
+                node = node[key]
+        else:
+            raise ConfigError([f"override {text!r}: {'.'.join(keys[:depth])} is {node!r}, not a mapping or a list"])
+
+
+_STAGE_LENGTH_KEYS = ("max_steps", "epochs")
+
+
+def _apply_to_stages(tree: dict[str, Any], keys: list[str], value: Any, text: str) -> list[str]:
+    """A ``training.KEY`` override also replaces what a stage sets for KEY itself (so that it takes effect in every
+    stage); returns the names of the stages changed."""
+    stages = tree.get("stages")
+    if len(keys) < 2 or keys[0] != "training" or not isinstance(stages, list):
+        return []
+    field = keys[1]
+    changed = []
+    for i, stage in enumerate(stages):
+        if not isinstance(stage, dict):
+            continue
+        sets_it = field in stage or (field in _STAGE_LENGTH_KEYS and any(k in stage for k in _STAGE_LENGTH_KEYS))
+        if not sets_it:
+            continue
+        if field in _STAGE_LENGTH_KEYS:
+            for other in _STAGE_LENGTH_KEYS:
+                stage.pop(other, None)
+        _set_path(stage, keys[1:], value, text)
+        changed.append(str(stage.get("name", i)))
+    return changed
+
+
 def apply_overrides(tree: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
-    """Return a copy of ``tree`` with each dotted override applied in order."""
+    """Return a copy of ``tree`` with each dotted override applied in order.
+
+    Integer parts address list items (``data.train.0.path=...``). On a staged config, ``training.KEY=VALUE`` also
+    replaces the value of every stage that sets KEY itself, so a value given on the command line takes effect in
+    every stage.
+    """
     out = copy.deepcopy(tree)
     for text in overrides:
         keys, value = parse_override(text)
-        update: Any = value
-        for key in reversed(keys):
-            update = {key: update}
-        out = _merge(out, update)
+        _set_path(out, keys, value, text)
+        changed = _apply_to_stages(out, keys, value, text)
+        if changed:
+            logger.info("--set %s also applies to stage(s) %s, which set %s themselves", text, ", ".join(changed),
+                        keys[1])
     return out
 
 
@@ -144,18 +216,80 @@ def load_config_dict(data: Mapping[str, Any], registries: Registries, source: st
     try:
         return cls.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(format_validation_error(err, data), source=source) from None
+        problems = format_validation_error(err, data)
+        if any("unknown type" in p for p in problems):
+            problems += _missing_component_hints(registries, source)
+        raise ConfigError(problems, source=source) from None
+
+
+PROVENANCE_PREFIX = "# component "
+
+
+def _missing_component_hints(registries: Registries, source: str | None) -> list[str]:
+    """Why a component type may be unknown: a plugin that failed to load, or the package a saved config was
+    written with (its ``# component`` header lines, see :func:`dump_config`)."""
+    hints = [f"plugin {name} failed to load, so its components are not available: {why}"
+             for name, why in getattr(registries, "plugin_failures", {}).items()]
+    if source is not None:
+        try:
+            lines = Path(source).read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError):
+            lines = []
+        for line in lines:
+            if not line.startswith("#"):
+                break
+            if line.startswith(PROVENANCE_PREFIX):
+                hints.append(f"this config was written with {line.removeprefix(PROVENANCE_PREFIX)}; install it if "
+                             "that component is the unknown one")
+    return hints
+
+
+def _distributions_by_module() -> dict[str, list[str]]:
+    """Top-level module -> the distributions providing it: mmfw plugins' entry points first, then the installed
+    files."""
+    from importlib.metadata import entry_points, packages_distributions
+
+    out: dict[str, list[str]] = {}
+    for ep in entry_points(group="mmfw.plugins"):
+        if ep.dist is not None:
+            out.setdefault(ep.value.split(".")[0].split(":")[0], []).append(ep.dist.name)
+    for module, names in packages_distributions().items():
+        out.setdefault(module, list(names))
+    return out
+
+
+def _provenance(cfg: ExperimentConfig) -> list[str]:
+    """``# component model.connector 'avgpool' from the package mmfw-avgpool`` for components of installed
+    packages other than mmfw (so that a run trained with a plugin says which plugin it needs)."""
+    out = []
+    dists: dict[str, list[str]] | None = None
+    for field in ("vision_encoder", "connector", "llm", "image_strategy"):
+        comp = getattr(cfg.model, field)
+        top = type(comp).__module__.split(".")[0]
+        if top == "mmfw":
+            continue
+        dists = _distributions_by_module() if dists is None else dists
+        names = dists.get(top) or [top]
+        out.append(f"{PROVENANCE_PREFIX}model.{field} {comp.type!r} from the package {names[0]} (pip install "
+                   f"{names[0]})")
+    return out
 
 
 def load_config(path: str | Path, registries: Registries, overrides: Sequence[str] = ()) -> ExperimentConfig:
     """Load a YAML experiment config, following ``extends`` and applying dotted overrides."""
-    tree = apply_overrides(load_yaml_tree(path), overrides)
+    tree = load_yaml_tree(path)
+    try:
+        tree = apply_overrides(tree, overrides)
+    except ConfigError as e:
+        raise ConfigError(e.problems, source=str(path)) from None
     return load_config_dict(tree, registries, source=str(path))
 
 
 def dump_config(cfg: ExperimentConfig) -> str:
-    """The fully resolved config as YAML (loads back to an equal object)."""
-    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+    """The fully resolved config as YAML (loads back to an equal object); components of packages other than mmfw
+    are named in ``# component`` header lines."""
+    header = "".join(line + "\n" for line in _provenance(cfg))
+    return header + yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
 
 
 def save_config(cfg: ExperimentConfig, path: str | Path) -> Path:

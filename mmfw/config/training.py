@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import BeforeValidator, Field, create_model, model_serializer, model_validator
+from pydantic import BeforeValidator, Field, create_model, field_validator, model_serializer, model_validator
 from pydantic.fields import FieldInfo
 
 from mmfw.config.base import StrictModel
@@ -86,6 +86,13 @@ SubmodulePolicy = Annotated[Union[FrozenPolicy, FullPolicy],  # noqa: UP007
 
 
 class _PolicySection(StrictModel):
+    @model_validator(mode="after")
+    def _new_rows(self) -> _PolicySection:
+        if self.new_token_embeddings and isinstance(self.llm, FullPolicy):  # type: ignore[attr-defined]
+            raise ValueError("new_token_embeddings: llm 'full' already trains every embedding row; use llm: frozen "
+                             "or lora")
+        return self
+
     def components(self) -> dict[str, FrozenPolicy | FullPolicy | LoraPolicy]:
         return {name: getattr(self, name) for name in COMPONENTS}
 
@@ -99,6 +106,10 @@ PolicyConfig = create_model(
     modules=(dict[str, SubmodulePolicy], Field({}, description=(
         "Policies of sub-modules by dotted path (e.g. ``llm.model.lm_head: full``), applied after the module "
         "policies; for components that bring their own sub-modules."))),
+    new_token_embeddings=(bool, Field(False, description=(
+        "Also train the LLM's input and output embedding rows of the tokens mmfw added (``model.fusion``'s tokens "
+        "and ``llm.extra_special_tokens``), and only those: every original row stays bit-identical (OmniLMM's "
+        "``orig_embeds_params``). With an ``llm`` policy of ``frozen`` or ``lora``; the rows get no weight decay."))),
 )
 
 
@@ -127,6 +138,9 @@ class TrainingConfig(StrictModel):
     policy: PolicyConfig = PolicyConfig()
     group_by_length: bool = False
     """Batch samples of similar length together (less padding); order is still shuffled, deterministic per epoch."""
+    group_by_modality: bool = False
+    """Batches of samples with images only or text-only samples only, grouped by length within each modality (LLaVA's
+    ``group_by_modality_length``); deterministic per epoch. Implies length grouping; not with ``packing``."""
     packing: bool = False
     """Pack several samples into each row (padding-free; position ids restart per sample, no attention across
     samples). ``batch_size`` then counts rows of ``pack_length`` tokens."""
@@ -148,10 +162,19 @@ class TrainingConfig(StrictModel):
     """Experiment trackers besides ``metrics.jsonl`` (through Accelerate): ``auto`` uses tensorboard when it is
     installed; ``[]`` for none; ``[tensorboard, wandb]`` to require them."""
 
+    @field_validator("betas")
+    @classmethod
+    def _betas(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not all(0.0 <= b < 1.0 for b in v):
+            raise ValueError(f"Adam betas must each lie in [0, 1), got {list(v)}")
+        return v
+
     @model_validator(mode="after")
     def _one_length(self) -> TrainingConfig:
         if self.max_steps is not None and self.epochs is not None:
             raise ValueError("set only one of max_steps and epochs")
+        if self.group_by_modality and self.packing:
+            raise ValueError("group_by_modality: packed rows mix samples; use one of group_by_modality and packing")
         if self.feature_cache is not None:
             enc = self.policy.vision_encoder
             if not isinstance(enc, FrozenPolicy) or enc.unfreeze_last_blocks:

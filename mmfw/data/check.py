@@ -35,12 +35,13 @@ def load_data_pipeline(cfg: ExperimentConfig, registries: Registries) -> tuple[A
 
 
 def open_dataset(data: DataConfig, specs: Sequence[DatasetSpec], tokenizer: Any, strategy: ImageStrategy, *,
-                 image_token: str, name: str) -> LlavaDataset:
+                 image_token: str, name: str, image_markers: tuple[str, str] | None = None) -> LlavaDataset:
     """The dataset of ``specs`` with the length and truncation settings of ``data``, skipping (not raising) bad
-    records and with no skip limit, so that every problem can be listed."""
-    return LlavaDataset(specs, tokenizer, strategy, image_token=image_token, max_length=data.max_length,
+    records and with no skip limit (not even at 100%), so that every problem can be listed."""
+    return LlavaDataset(specs, tokenizer, strategy, image_token=image_token, image_markers=image_markers,
+                        max_length=data.max_length,
                         system_prompt=data.system_prompt, on_error="skip", truncation=data.truncation,
-                        max_skip_ratio=None, name=name)
+                        max_skip_ratio=None, name=name, allow_empty=True)
 
 
 def _quantile(sorted_values: Sequence[int], q: float) -> int:

@@ -213,6 +213,9 @@ def load_records(path: str | Path) -> Iterator[tuple[int, dict | RecordError]]:
                     continue
                 try:
                     obj = json.loads(raw.decode("utf-8"))
+                except RecursionError:
+                    yield lineno, RecordError("bad-json", f"{path}:{lineno}: JSON nested too deeply to parse")
+                    continue
                 except UnicodeDecodeError as e:
                     yield lineno, RecordError("bad-json", f"{path}:{lineno}: line is not valid UTF-8 ({e.reason} at "
                                                           f"byte {e.start})")
@@ -228,6 +231,8 @@ def load_records(path: str | Path) -> Iterator[tuple[int, dict | RecordError]]:
     elif suffix == ".json":
         try:
             data = json.loads(path.read_bytes().decode("utf-8"))
+        except RecursionError:
+            raise RecordError("bad-json", f"{path}: JSON nested too deeply to parse") from None
         except UnicodeDecodeError as e:
             raise RecordError("bad-json", f"{path}: not valid UTF-8 ({e.reason} at byte {e.start})") from e
         except json.JSONDecodeError as e:

@@ -25,6 +25,7 @@ the images whose tokens survived truncation.
 from __future__ import annotations
 
 import logging
+import os
 from array import array
 from collections import OrderedDict
 from collections.abc import Hashable, Sequence
@@ -55,6 +56,7 @@ from mmfw.image_strategies.base import ImageInput, ImageStrategy
 
 if TYPE_CHECKING:
     from mmfw.config.experiment import DataConfig
+    from mmfw.data.augment import ImageAugmenter
 
 logger = logging.getLogger(__name__)
 
@@ -124,11 +126,13 @@ class LlavaDataset(Dataset):
         *,
         image_token: str,
         max_length: int,
+        image_markers: tuple[str, str] | None = None,
         system_prompt: str | None = None,
         on_error: OnError = "skip",
         truncation: TruncationPolicy = "drop-turns",
         max_skip_ratio: float | None = None,
         name: str = "dataset",
+        allow_empty: bool = False,
     ) -> None:
         if max_length <= 0:
             raise ValueError(f"max_length must be positive, got {max_length}")
@@ -140,6 +144,10 @@ class LlavaDataset(Dataset):
         self.strategy = strategy
         self.image_token = image_token
         self.image_token_id = image_token_id(tokenizer, image_token)
+        self.image_markers = image_markers
+        self.augment: ImageAugmenter | None = None
+        """Training-time augmentation, ``(image, sample index, image index) -> image`` of the same size (see
+        :mod:`mmfw.data.augment`); None for evaluation and inference."""
         self.max_length = max_length
         self.system_prompt = system_prompt
         self.on_error = on_error
@@ -147,6 +155,7 @@ class LlavaDataset(Dataset):
         self.name = name
         self.skipped: list[SkippedSample] = []
         self._entries: list[_Entry] = []
+        self._ids: dict[str, str] = {}
         self._encodings = EncodingCache()
         for k, spec in enumerate(specs):
             self._load_spec(spec, f"{name}[{k}]")
@@ -159,7 +168,7 @@ class LlavaDataset(Dataset):
                     f"{name}: {len(self.skipped)} of {total} records ({len(self.skipped) / total:.1%}) are invalid, "
                     f"more than data.max_skip_ratio={max_skip_ratio:g}: {summarize_skips(self.skipped)}. Run "
                     "`mmfw data check CONFIG` to list every problem")
-        if not self._entries:
+        if not self._entries and not allow_empty:
             why = f" ({len(self.skipped)} invalid: {summarize_skips(self.skipped)})" if self.skipped else ""
             raise TooManySkippedError(f"{name}: no usable records in {[s.path for s in specs]}{why}")
         logger.info("%s: %d conversation(s) from %d file(s)", name, len(self._entries), len(specs))
@@ -175,6 +184,7 @@ class LlavaDataset(Dataset):
         if not path.is_file():
             raise DataError(f"{where}.path: dataset file not found: {spec.path}")
         root = Path(spec.image_root) if spec.image_root is not None else path.parent
+        root_norm = os.path.normpath(os.path.abspath(root))
         records = load_records(path)
         while True:
             try:
@@ -193,7 +203,25 @@ class LlavaDataset(Dataset):
                 rid = rec.get("id")
                 self._reject(e, location, None if rid is None else str(rid))
                 continue
+            outside = [p for p in conv.images if (spec.image_root is not None or not os.path.isabs(p))
+                       and os.path.commonpath([root_norm, os.path.normpath(os.path.join(root_norm, p))]) != root_norm]
+            if outside:
+                self._reject(RecordError("image-outside-root", f"record {conv.id!r}: image path {outside[0]!r} leaves "
+                                         f"the image root {str(root)!r}; image paths are relative to image_root and "
+                                         "stay inside it"), location, conv.id)
+                continue
+            first = self._ids.get(conv.id)
+            if first is not None:
+                self._reject(RecordError("duplicate-id", f"record id {conv.id!r} is also the id of the record at "
+                                         f"{first}; ids must be unique (this one is left out)"), location, conv.id)
+                continue
+            self._ids[conv.id] = location
             self._entries.append(_Entry(conv, root, location))
+
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch the augmentation draws for (no effect without :attr:`augment`)."""
+        if self.augment is not None:
+            self.augment.set_epoch(epoch)
 
     # -- records --------------------------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -230,8 +258,10 @@ class LlavaDataset(Dataset):
     def load_images(self, i: int) -> list[ImageInput]:
         """Open and preprocess sample ``i``'s images. Raises :class:`RecordError` (``missing-image``, ...)."""
         out = []
-        for p in self.image_paths(i):
+        for k, p in enumerate(self.image_paths(i)):
             image = load_image(p)
+            if self.augment is not None:
+                image = self.augment(image, i, k)
             try:
                 out.append(self.strategy.preprocess(image))
             except (ValueError, OSError) as e:
@@ -256,7 +286,8 @@ class LlavaDataset(Dataset):
             return cached
         try:
             enc = encode_conversation(conv.messages, self.tokenizer, image_token=self.image_token,
-                                      image_token_counts=counts, system_prompt=self.system_prompt, sample_id=conv.id)
+                                      image_token_counts=counts, system_prompt=self.system_prompt, sample_id=conv.id,
+                                      image_markers=self.image_markers)
         except TemplateMismatchError as e:
             raise RecordError("template-mismatch", str(e)) from None
         except ImageTokenCountError as e:
@@ -329,7 +360,7 @@ class LlavaDataset(Dataset):
             images = self.load_images(i)
             ids = encode_prompt(conv.prompt_messages, self.tokenizer, image_token=self.image_token,
                                 image_token_counts=self._counts(images), system_prompt=self.system_prompt,
-                                sample_id=conv.id)
+                                sample_id=conv.id, image_markers=self.image_markers)
         except RecordError as err:
             return self._skip_or_raise(i, err)
         except ImageTokenCountError as e:
@@ -344,9 +375,10 @@ class LlavaDataset(Dataset):
 
 
 def build_dataset(specs: Sequence[DatasetSpec], cfg: DataConfig, tokenizer: Any, strategy: ImageStrategy, *,
-                  image_token: str, name: str = "data.train") -> LlavaDataset:
+                  image_token: str, image_markers: tuple[str, str] | None = None,
+                  name: str = "data.train") -> LlavaDataset:
     """A :class:`LlavaDataset` with the policies of ``cfg`` (``max_length``, ``system_prompt``, ``on_error``,
     ``truncation``, ``max_skip_ratio``); ``name`` is the YAML path of ``specs`` (used in messages)."""
-    return LlavaDataset(specs, tokenizer, strategy, image_token=image_token, max_length=cfg.max_length,
-                        system_prompt=cfg.system_prompt, on_error=cfg.on_error, truncation=cfg.truncation,
+    return LlavaDataset(specs, tokenizer, strategy, image_token=image_token, image_markers=image_markers,
+                        max_length=cfg.max_length, system_prompt=cfg.system_prompt, on_error=cfg.on_error, truncation=cfg.truncation,
                         max_skip_ratio=cfg.max_skip_ratio, name=name)

@@ -31,6 +31,8 @@ REASONS: dict[str, str] = {
     "empty-reply": "an assistant reply that is empty or only whitespace",
     "image-in-reply": "an image placeholder inside an assistant reply",
     "image-placeholder-mismatch": "the number of <image> placeholders differs from the number of images",
+    "image-outside-root": "a relative image path that leaves its image root (``../``), or an absolute one when image_root is set",
+    "duplicate-id": "a record whose id an earlier record of the dataset already has (the later one is left out)",
     # the images (found when a sample is loaded)
     "missing-image": "an image file that does not exist",
     "empty-image": "an image file of 0 bytes, or an image of zero width or height",

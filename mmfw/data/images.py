@@ -18,7 +18,7 @@ import io
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from mmfw.data.errors import RecordError
 
@@ -60,6 +60,18 @@ def to_rgb(image: Image.Image) -> Image.Image:
         raise RecordError("corrupt-image", f"cannot convert a {image.mode!r} image to RGB: {e}") from e
 
 
+def upright(image: Image.Image) -> Image.Image:
+    """``image`` turned as its EXIF orientation says (a phone photo taken sideways is shown upright)."""
+    try:
+        orientation = image.getexif().get(0x0112, 1)
+    except Exception:  # unreadable EXIF: keep the pixels as stored
+        return image
+    if orientation in (None, 1):
+        return image
+    turned = ImageOps.exif_transpose(image)
+    return image if turned is None else turned
+
+
 def load_image(path: str | Path) -> Image.Image:
     """Decode ``path`` completely and return it as RGB (see :func:`to_rgb`).
 
@@ -85,7 +97,7 @@ def load_image(path: str | Path) -> Image.Image:
     try:
         image = Image.open(io.BytesIO(data))
         image.load()
-        return to_rgb(image)
+        return to_rgb(upright(image))
     except RecordError as e:
         raise RecordError(e.reason_code, f"{e.message} ({str(path)!r})") from None
     except UnidentifiedImageError:

@@ -21,7 +21,9 @@ than masking the whole sample (LLaVA's "tokenization mismatch" warning, whose sa
 
 **Images.** Each occurrence of the (single-token) image placeholder is then expanded to ``image_token_counts[i]``
 copies for the i-th image, all labelled ``-100``; the number of placeholders in the rendered ids must equal
-``len(image_token_counts)``.
+``len(image_token_counts)``. With ``image_markers=(start, end)`` (OmniLMM's ``<im_start>`` / ``<im_end>``), each
+image becomes ``start + N x placeholder + end``; the markers are unsupervised too and belong to the image's span, so
+truncation never separates them from the image.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from mmfw.data.control_tokens import neutralize_messages
 from mmfw.errors import IGNORE_INDEX, ImageTokenCountError, TemplateMismatchError
 
 logger = logging.getLogger(__name__)
@@ -134,14 +137,27 @@ def _is_whitespace_token(tokenizer: Any, tid: int) -> bool:
     return tokenizer.decode([tid], skip_special_tokens=False).strip() == "" and tid not in tokenizer.all_special_ids
 
 
-def _expand_images(ids: list[int], labels: list[int], tid: int, counts: Sequence[int], sample_id: str
+def _marker_ids(tokenizer: Any, image_markers: tuple[str, str] | None) -> tuple[int, int] | None:
+    if image_markers is None:
+        return None
+    start, end = image_markers
+    return image_token_id(tokenizer, start), image_token_id(tokenizer, end)
+
+
+def _expand_images(ids: list[int], labels: list[int], tid: int, counts: Sequence[int], sample_id: str,
+                   markers: tuple[int, int] | None = None,
                    ) -> tuple[list[int], list[int], list[tuple[int, int]], list[int]]:
-    """Expand the k-th placeholder to ``counts[k]`` tokens. Also returns each image's ``[start, end)`` span and
-    ``shift``, where raw position ``p`` lands at ``p + shift[p]`` (``len(ids) + 1`` entries)."""
+    """Expand the k-th placeholder to ``counts[k]`` tokens (between ``markers`` when given). Also returns each
+    image's ``[start, end)`` span (markers included) and ``shift``, where raw position ``p`` lands at
+    ``p + shift[p]`` (``len(ids) + 1`` entries)."""
     found = ids.count(tid)
     if found != len(counts):
         raise ImageTokenCountError(f"sample {sample_id!r}: the rendered conversation has {found} image token(s) but "
                                    f"{len(counts)} image(s) were given")
+    if markers is not None and any(t in markers for t in ids):
+        raise ImageTokenCountError(f"sample {sample_id!r}: the text already contains an image start/end token; "
+                                   "they are written around each image by mmfw and must not appear in the data")
+    before, after = ([markers[0]], [markers[1]]) if markers is not None else ([], [])
     out_ids: list[int] = []
     out_labels: list[int] = []
     spans: list[tuple[int, int]] = []
@@ -153,9 +169,10 @@ def _expand_images(ids: list[int], labels: list[int], tid: int, counts: Sequence
             n = int(counts[k])
             if n < 1:
                 raise ValueError(f"sample {sample_id!r}: image {k} has {n} tokens; every image needs at least one")
-            spans.append((len(out_ids), len(out_ids) + n))
-            out_ids.extend([tid] * n)
-            out_labels.extend([IGNORE_INDEX] * n)
+            span = before + [tid] * n + after
+            spans.append((len(out_ids), len(out_ids) + len(span)))
+            out_ids.extend(span)
+            out_labels.extend([IGNORE_INDEX] * len(span))
             k += 1
         else:
             out_ids.append(t)
@@ -172,6 +189,7 @@ def encode_conversation(
     image_token_counts: Sequence[int],
     system_prompt: str | None = None,
     sample_id: str = "<sample>",
+    image_markers: tuple[str, str] | None = None,
 ) -> EncodedSample:
     """Render and tokenize a conversation; supervise only the assistant replies (+ end-of-turn token).
 
@@ -182,6 +200,9 @@ def encode_conversation(
         image_token_counts: Tokens each image becomes (``ImageStrategy.num_tokens``), in placeholder order.
         system_prompt: Prepended as a system message unless the conversation already starts with one.
         sample_id: Named in error messages.
+        image_markers: ``(start, end)`` single tokens written around each image's placeholder run.
+
+    Control tokens inside message contents are text (:mod:`mmfw.data.control_tokens`), never turn boundaries.
 
     Raises:
         TemplateMismatchError: the template is not prefix-stable for this conversation.
@@ -190,7 +211,8 @@ def encode_conversation(
     """
     _check_template(tokenizer)
     tid = image_token_id(tokenizer, image_token)
-    msgs = with_system_prompt(messages, system_prompt)
+    markers = _marker_ids(tokenizer, image_markers)
+    msgs = with_system_prompt(neutralize_messages(messages, tokenizer, keep=(image_token,)), system_prompt)
     full = _render(tokenizer, msgs, add_generation_prompt=False)
     labels = [IGNORE_INDEX] * len(full)
     eos = tokenizer.eos_token_id
@@ -221,7 +243,7 @@ def encode_conversation(
             _warned_no_eos.add(key)
             logger.warning("sample %r: the eos token %r is not part of any supervised reply; with this chat "
                            "template a trained model may not learn to stop", sample_id, tokenizer.eos_token)
-    ids, labels, spans, shift = _expand_images(full, labels, tid, image_token_counts, sample_id)
+    ids, labels, spans, shift = _expand_images(full, labels, tid, image_token_counts, sample_id, markers)
     return EncodedSample(input_ids=ids, labels=labels, image_spans=spans, turn_ends=[e + shift[e] for e in turn_ends])
 
 
@@ -233,13 +255,16 @@ def encode_prompt(
     image_token_counts: Sequence[int],
     system_prompt: str | None = None,
     sample_id: str = "<sample>",
+    image_markers: tuple[str, str] | None = None,
 ) -> list[int]:
     """Ids of a generation prompt: ``messages`` (no trailing reply) rendered with ``add_generation_prompt=True``,
     image placeholders expanded as in :func:`encode_conversation`."""
     _check_template(tokenizer)
     tid = image_token_id(tokenizer, image_token)
+    messages = neutralize_messages(messages, tokenizer, keep=(image_token,))
     ids = _render(tokenizer, with_system_prompt(messages, system_prompt), add_generation_prompt=True)
-    ids, _, _, _ = _expand_images(ids, [IGNORE_INDEX] * len(ids), tid, image_token_counts, sample_id)
+    ids, _, _, _ = _expand_images(ids, [IGNORE_INDEX] * len(ids), tid, image_token_counts, sample_id,
+                                  _marker_ids(tokenizer, image_markers))
     return ids
 
 

@@ -16,6 +16,7 @@ import torch
 from pydantic import model_validator
 
 from mmfw.config.base import VisionEncoderConfig
+from mmfw.config.input_checks import load_located
 from mmfw.encoders.base import DType, VisionEncoder, VisionSpec, torch_dtype
 
 if TYPE_CHECKING:
@@ -66,7 +67,8 @@ class HFViTEncoder(VisionEncoder):
         super().__init__(cfg)
         dtype = torch_dtype(cfg.dtype)
         if cfg.pretrained is not None:
-            self.model = self.hf_model_class.from_pretrained(cfg.pretrained, dtype=dtype)
+            self.model = load_located("model.vision_encoder.pretrained", cfg.pretrained,
+                                      self.hf_model_class.from_pretrained, cfg.pretrained, dtype=dtype)
         else:
             self.model = self.hf_model_class(self.architecture_config(cfg)).to(dtype)
         mc = self.model.config

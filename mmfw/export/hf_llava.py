@@ -122,6 +122,12 @@ def build_hf_llava(model: VisionLanguageModel, tokenizer: PreTrainedTokenizerBas
     """
     import torch
 
+    if model.image_marker_ids is not None:
+        fusion = model.fusion
+        raise ExportError(f"model.fusion.image_start_token {fusion.image_start_token!r} / image_end_token "
+                          f"{fusion.image_end_token!r}: transformers' Llava processors expand only the image token "
+                          "and cannot write start/end tokens around each image, so the exported model would see its "
+                          "images without them; export a model trained without them")
     parts = collect_parts(model)
     fmt = _choose_format(parts, fmt)
     config_cls, model_cls, processor_cls = _classes(fmt)

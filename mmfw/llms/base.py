@@ -17,8 +17,9 @@ from torch import nn
 from typing_extensions import Self
 
 from mmfw.config.base import LLMConfig, StrictModel
+from mmfw.config.input_checks import load_located
 from mmfw.contract import ComponentContract
-from mmfw.errors import ExportError, TokenizerRequiredError
+from mmfw.errors import ConfigError, ExportError, TokenizerRequiredError
 from mmfw.interop import HFLlavaPart
 from mmfw.specs import DType, LLMGeometry, torch_dtype
 
@@ -76,6 +77,9 @@ class HFCausalLMConfig(LLMConfig):
     """Special tokens added to the tokenizer (e.g. OmniLMM's ``<im_start>``, ``<im_patch>``, ``<im_end>``); embedding
     rows of tokens new to the model are initialised to the mean of the existing rows (input and output embeddings)."""
 
+    def added_special_tokens(self) -> tuple[str, ...]:
+        return self.extra_special_tokens
+
     @field_validator("extra_special_tokens")
     @classmethod
     def _distinct_tokens(cls, v: tuple[str, ...]) -> tuple[str, ...]:
@@ -128,6 +132,16 @@ class LanguageModel(ComponentContract, nn.Module):
     def get_input_embeddings(self) -> nn.Embedding:
         return self.model.get_input_embeddings()
 
+    def get_output_embeddings(self) -> nn.Module | None:
+        """The output head (``lm_head``), or None; it may share its weight with the input embeddings."""
+        return self.model.get_output_embeddings()
+
+    @classmethod
+    def config_problems(cls, cfg: LLMConfig) -> list[str]:
+        """Problems with ``cfg`` that only this component knows (``"model.llm.KEY: message"`` lines), found without
+        building anything; checked by ``mmfw data check`` and before training."""
+        return []
+
     def forward(self, **kwargs: Any) -> Any:
         return self.model(**kwargs)
 
@@ -173,9 +187,9 @@ class HFCausalLM(LanguageModel):
         self.cfg = cfg
         dtype = torch_dtype(cfg.dtype)
         if cfg.pretrained is not None:
-            self.model = self.hf_model_class.from_pretrained(
-                cfg.pretrained, dtype=dtype, attn_implementation=cfg.attn_implementation,
-                trust_remote_code=cfg.trust_remote_code)
+            self.model = load_located(
+                "model.llm.pretrained", cfg.pretrained, self.hf_model_class.from_pretrained, cfg.pretrained,
+                dtype=dtype, attn_implementation=cfg.attn_implementation, trust_remote_code=cfg.trust_remote_code)
         else:
             if tokenizer is None and cfg.architecture.vocab_size is None:
                 raise TokenizerRequiredError("the LLM's vocabulary comes from its tokenizer: building it without one "
@@ -229,12 +243,21 @@ class HFCausalLM(LanguageModel):
         resize_embeddings_mean(self.model, len(tokenizer))
 
     @classmethod
+    def config_problems(cls, cfg: HFCausalLMConfig) -> list[str]:
+        if cfg.architecture is None:
+            return []
+        unknown = sorted(set(cfg.architecture.extra) - set(cls.hf_config_class().to_dict()))
+        return [f"model.llm.architecture.extra: {cls.hf_config_class.__name__} has no field(s) {unknown}"] if unknown \
+            else []
+
+    @classmethod
     def architecture_config(cls, arch: CausalLMArchitecture, vocab_size: int) -> PretrainedConfig:
         """The transformers config for an architecture; unknown ``extra`` keys are errors."""
         known = set(cls.hf_config_class().to_dict())
         unknown = sorted(set(arch.extra) - known)
         if unknown:
-            raise ValueError(f"architecture.extra: {cls.hf_config_class.__name__} has no field(s) {unknown}")
+            raise ConfigError([f"model.llm.architecture.extra: {cls.hf_config_class.__name__} has no field(s) "
+                               f"{unknown}"])
         kwargs = arch.model_dump(exclude={"extra", "vocab_size", "rope_theta"}, exclude_none=True)
         kwargs["vocab_size"] = arch.vocab_size or vocab_size
         if arch.rope_theta is not None:
@@ -266,7 +289,9 @@ class HFCausalLM(LanguageModel):
         from transformers import AutoTokenizer
 
         source = cfg.tokenizer or cfg.pretrained
-        tok = AutoTokenizer.from_pretrained(source, trust_remote_code=cfg.trust_remote_code)
+        where = "model.llm.tokenizer" if cfg.tokenizer else "model.llm.pretrained"
+        tok = load_located(where, source, AutoTokenizer.from_pretrained, source,
+                           trust_remote_code=cfg.trust_remote_code)
         if cfg.chat_template is not None:
             tok.chat_template = cfg.chat_template
         elif not getattr(tok, "chat_template", None):

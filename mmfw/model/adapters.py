@@ -99,6 +99,12 @@ def load_plain_state_dict(model: nn.Module, state: dict[str, torch.Tensor], sour
     if missing or unexpected:
         raise CheckpointMismatchError(f"{source} does not match the model: missing keys {sorted(missing)[:10]}, unexpected keys "
                          f"{unexpected[:10]}")
+    wrong = [f"{plain_key(k, wrapped)}: checkpoint {list(v.shape)} vs model {list(target[k].shape)}"
+             for k, v in mapped.items() if tuple(v.shape) != tuple(target[k].shape)]
+    if wrong:
+        more = f" (and {len(wrong) - 5} more)" if len(wrong) > 5 else ""
+        raise CheckpointMismatchError(f"{source} does not match the model built from the config: {len(wrong)} "
+                                      f"tensor(s) differ in shape: {'; '.join(wrong[:5])}{more}")
     model.load_state_dict(mapped, strict=False)
 
 

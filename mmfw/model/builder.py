@@ -37,10 +37,17 @@ WEIGHTS_NAME = "model.safetensors"
 
 
 def load_tokenizer(cfg: ModelConfig, registries: Registries) -> PreTrainedTokenizerBase:
-    """The LLM's tokenizer with the image placeholder added as one special token."""
+    """The LLM's tokenizer with the fusion's tokens (image placeholder, start/end markers) added as special tokens."""
     tokenizer = located("llm", lambda: registries.llms.get(cfg.llm.type).load_tokenizer(cfg.llm))
-    ensure_image_token(tokenizer, cfg.fusion.image_token)
+    for token in cfg.fusion.added_tokens:
+        ensure_image_token(tokenizer, token)
     return tokenizer
+
+
+def added_token_names(cfg: ModelConfig) -> tuple[str, ...]:
+    """The tokens mmfw adds to the LLM's tokenizer (fusion tokens, then ``llm.extra_special_tokens``), each once:
+    the embedding rows that ``training.policy.new_token_embeddings`` trains."""
+    return tuple(dict.fromkeys((*cfg.fusion.added_tokens, *cfg.llm.added_special_tokens())))
 
 
 def ensure_image_token(tokenizer: PreTrainedTokenizerBase, image_token: str) -> int:
@@ -111,7 +118,8 @@ def build_model(cfg: ModelConfig, registries: Registries, tokenizer: PreTrainedT
     """
     if tokenizer is None and not without_tokenizer:
         tokenizer = load_tokenizer(cfg, registries)
-    image_token_id = -1 if tokenizer is None else ensure_image_token(tokenizer, cfg.fusion.image_token)
+    token_ids = {t: -1 if tokenizer is None else ensure_image_token(tokenizer, t) for t in added_token_names(cfg)}
+    image_token_id = token_ids[cfg.fusion.image_token]
     vision = build_component(registries, "vision_encoder", cfg.vision_encoder)
     llm = build_component(registries, "llm", cfg.llm, tokenizer=tokenizer)
     connector = build_component(registries, "connector", cfg.connector, in_dim=vision.embed_dim,
@@ -121,7 +129,11 @@ def build_model(cfg: ModelConfig, registries: Registries, tokenizer: PreTrainedT
     llm_dtype = next(llm.parameters()).dtype
     connector.to(llm_dtype)
     strategy.to(llm_dtype)
-    model = VisionLanguageModel(vision, connector, llm, strategy, fusion=cfg.fusion, image_token_id=image_token_id)
+    markers = cfg.fusion.image_markers
+    model = VisionLanguageModel(vision, connector, llm, strategy, fusion=cfg.fusion, image_token_id=image_token_id,
+                                image_marker_ids=None if markers is None else (token_ids[markers[0]],
+                                                                               token_ids[markers[1]]),
+                                added_token_ids=tuple(token_ids.values()))
     return model, tokenizer
 
 

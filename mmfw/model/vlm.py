@@ -17,14 +17,17 @@ from mmfw.connectors.base import Connector
 from mmfw.encoders.base import VisionEncoder
 from mmfw.image_strategies.base import ImageStrategy
 from mmfw.llms.base import LanguageModel
-from mmfw.model.fusion import splice_image_features
+from mmfw.model.fusion import IGNORE_INDEX, check_image_markers, splice_image_features
 
 
 class VisionLanguageModel(nn.Module):
     """A VLM assembled from registered components (see :func:`mmfw.model.builder.build_model`)."""
 
     def __init__(self, vision_encoder: VisionEncoder, connector: Connector, llm: LanguageModel,
-                 image_strategy: ImageStrategy, fusion: FusionConfig, image_token_id: int) -> None:
+                 image_strategy: ImageStrategy, fusion: FusionConfig, image_token_id: int, *,
+                 image_marker_ids: tuple[int, int] | None = None, added_token_ids: tuple[int, ...] = ()) -> None:
+        """``image_marker_ids``: the ``(start, end)`` token ids of ``fusion.image_start_token`` / ``image_end_token``;
+        ``added_token_ids``: ids of every token mmfw added to the tokenizer (-1 where built without one)."""
         super().__init__()
         self.vision_encoder = vision_encoder
         self.connector = connector
@@ -32,6 +35,8 @@ class VisionLanguageModel(nn.Module):
         self.image_strategy = image_strategy
         self.fusion = fusion
         self.image_token_id = image_token_id
+        self.image_marker_ids = image_marker_ids
+        self.added_token_ids = tuple(added_token_ids)
 
     def components(self) -> dict[str, nn.Module]:
         """The components by kind key (``vision_encoder``, ``connector``, ...), in :data:`~mmfw.config.kinds.KINDS`
@@ -91,19 +96,28 @@ class VisionLanguageModel(nn.Module):
         """
         embeds = self.llm.get_input_embeddings()(input_ids)
         rows_per_sample = None
-        if pixel_values is not None and pixel_values.shape[0] > 0 and image_counts is None:
+        has_images = pixel_values is not None and pixel_values.shape[0] > 0
+        if has_images and image_counts is None and self.image_marker_ids is None:
             features = self.encode_images(pixel_values, image_sizes, num_tiles)
-        elif pixel_values is not None and pixel_values.shape[0] > 0:
+        elif has_images:
             per_image = self.encode_images_split(pixel_values, image_sizes, num_tiles)
             features = torch.cat(per_image)
             rows = torch.tensor([f.shape[0] for f in per_image], dtype=torch.long)
-            owner = torch.repeat_interleave(torch.arange(len(image_counts)), image_counts.cpu())
-            rows_per_sample = torch.zeros(len(image_counts), dtype=torch.long).index_add_(0, owner, rows)
+            if self.image_marker_ids is not None:
+                check_image_markers(input_ids, self.image_token_id, *self.image_marker_ids, rows.tolist())
+            if image_counts is not None:
+                owner = torch.repeat_interleave(torch.arange(len(image_counts)), image_counts.cpu())
+                rows_per_sample = torch.zeros(len(image_counts), dtype=torch.long).index_add_(0, owner, rows)
         else:
+            if self.image_marker_ids is not None:
+                check_image_markers(input_ids, self.image_token_id, *self.image_marker_ids, [])
             features = embeds.new_zeros(0, embeds.shape[-1])
             dummy = self._dummy_image_term(embeds)
             if dummy is not None:
                 embeds = embeds + dummy
+        if labels is not None and self.image_marker_ids is not None:
+            labels = labels.masked_fill(torch.isin(input_ids, torch.tensor(self.image_marker_ids,
+                                                                          device=input_ids.device)), IGNORE_INDEX)
         return splice_image_features(embeds, input_ids, self.image_token_id, features, labels,
                                      rows_per_sample=rows_per_sample)
 

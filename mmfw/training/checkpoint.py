@@ -153,3 +153,119 @@ def publish_dir(tmp: Path, final: Path) -> Path:
     point_at_base(final)
     _fsync_dir(final.parent)
     return final
+
+
+# -- damaged checkpoints and failed writes ------------------------------------------------------------------------
+def _safetensors_problem(path: Path) -> str | None:
+    """Why ``path`` is not a complete safetensors file (header and size checked, nothing loaded), or None."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                return f"{path.name} is truncated ({size} bytes)"
+            n = int.from_bytes(head, "little")
+            if n > size - 8:
+                return f"{path.name} is truncated (header of {n} bytes in a {size}-byte file)"
+            header = json.loads(f.read(n))
+    except (OSError, ValueError) as e:
+        return f"{path.name} cannot be read ({e})"
+    end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
+    if 8 + n + end > size:
+        return f"{path.name} is truncated ({size} of {8 + n + end} bytes)"
+    return None
+
+
+def _torch_file_problem(path: Path) -> str | None:
+    """Why a ``torch.save`` file (a zip archive) is incomplete, or None; read without unpickling anything."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            bad = z.testzip()
+    except (OSError, zipfile.BadZipFile, EOFError, ValueError) as e:
+        return f"{path.parent.name}/{path.name} is damaged or truncated ({e})"
+    return f"{path.parent.name}/{path.name} is damaged ({bad} fails its CRC)" if bad else None
+
+
+def checkpoint_problem(checkpoint: str | Path) -> str | None:
+    """Why ``checkpoint`` cannot be resumed from (a truncated or missing file), or None when it is complete."""
+    ckpt = Path(checkpoint)
+    try:
+        read_trainer_state(ckpt)
+    except (OSError, ValueError) as e:
+        return f"{TRAINER_STATE} cannot be read ({e})"
+    for path in sorted(ckpt.rglob("*")):
+        if not path.is_file():
+            continue
+        if path.name.endswith(".safetensors"):
+            problem = _safetensors_problem(path)
+        elif path.parent.name == STATE_DIR and path.suffix in (".bin", ".pkl", ".pt"):
+            problem = _torch_file_problem(path)
+        else:
+            continue
+        if problem:
+            return problem
+    if not (ckpt / WEIGHTS_NAME).exists() and not any((ckpt / STATE_DIR).glob("*.safetensors")):
+        return f"no {WEIGHTS_NAME}"
+    return None
+
+
+def resume_checkpoint(stage_dir: str | Path) -> Path | None:
+    """The newest checkpoint of ``stage_dir`` that is complete; damaged newer ones are named in a warning."""
+    import logging
+
+    log = logging.getLogger(__name__)
+    damaged = []
+    for ckpt in reversed(checkpoint_dirs(stage_dir)):
+        problem = checkpoint_problem(ckpt)
+        if problem is None:
+            if damaged:
+                log.warning("resuming from %s: the newer checkpoint(s) %s cannot be loaded (%s)", ckpt,
+                            ", ".join(p.name for p, _ in damaged), "; ".join(f"{p.name}: {w}" for p, w in damaged))
+            return ckpt
+        damaged.append((ckpt, problem))
+    if damaged:
+        log.warning("no loadable checkpoint in %s (%s); the stage starts over", Path(stage_dir) / CHECKPOINTS_DIR,
+                    "; ".join(f"{p.name}: {w}" for p, w in damaged))
+    return None
+
+
+def _tree_bytes(root: Path) -> int:
+    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file()) if root.exists() else 0
+
+
+DISK_FULL_ERRNOS = (28, 27, 122)  # ENOSPC, EFBIG (a file-size limit), EDQUOT
+
+
+def is_write_failure(err: BaseException) -> bool:
+    """An error of writing files: an ``OSError``, or torch's ``RuntimeError`` for a short write of ``torch.save``."""
+    return isinstance(err, OSError) or (isinstance(err, RuntimeError) and any(
+        s in str(err) for s in ("unexpected pos", "PytorchStreamWriter", "file write failed")))
+
+
+def failed_write_error(err: BaseException, tmp: Path, stage_dir: str | Path, what: str) -> Exception:
+    """The error to raise when writing ``tmp`` failed: the partial directory is deleted (the previous checkpoint is
+    untouched) and the message says how much space the write needs and how much is free."""
+    from mmfw.training.errors import TrainingError
+
+    written = _tree_bytes(tmp)
+    shutil.rmtree(tmp, ignore_errors=True)
+    previous = latest_checkpoint(stage_dir)
+    needed = max(written, _tree_bytes(previous) if previous is not None else 0)
+    try:
+        free = shutil.disk_usage(Path(stage_dir)).free
+    except OSError:
+        free = None
+    kept = f"the previous checkpoint {previous} is intact" if previous is not None else "no earlier checkpoint"
+    errno_ = getattr(err, "errno", None)
+    if isinstance(err, OSError):
+        reason = f"{os.strerror(errno_) if errno_ else err} ({err.filename or tmp})"
+    else:
+        reason = f"a file could not be written completely (full disk or file-size limit?) in {tmp}"
+    space = f"; a checkpoint needs about {needed / 2**20:.1f} MiB" + (
+        f", {free / 2**20:.1f} MiB are free" if free is not None else "")
+    if isinstance(err, OSError) and errno_ not in DISK_FULL_ERRNOS:
+        space = ""
+    return TrainingError(f"writing {what} failed: {reason}{space}; {kept}. Free space (or lower "
+                         "training.keep_last) and rerun with --resume")

@@ -13,6 +13,18 @@ from mmfw.errors import ConfigError
 logger = logging.getLogger(__name__)
 
 
+def pending_outputs(cfg: DataConfig) -> list[str]:
+    """What ``cfg.synthetic`` / ``cfg.build_tokenizer`` declare and is not there yet, as ``"yaml.path: path"``."""
+    pending = []
+    if cfg.synthetic is not None:
+        out = Path(cfg.synthetic.out_dir)
+        if not ((out / "train.json").exists() and (out / "eval.json").exists()):
+            pending.append(f"data.synthetic: {out}")
+    if cfg.build_tokenizer is not None and not (Path(cfg.build_tokenizer.out_dir) / "tokenizer_config.json").exists():
+        pending.append(f"data.build_tokenizer: {cfg.build_tokenizer.out_dir}")
+    return pending
+
+
 def prepare_data(cfg: DataConfig) -> None:
     """Generate what ``cfg.synthetic`` / ``cfg.build_tokenizer`` describe, if missing (idempotent)."""
     if cfg.synthetic is not None:

@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, Subset
 from mmfw.data.answers import normalize_answer
 from mmfw.data.collator import VLMCollator
 from mmfw.data.dataset import LlavaDataset
+from mmfw.data.errors import DataError
 from mmfw.data.report import is_skipped
 from mmfw.model.vlm import VisionLanguageModel
 
@@ -22,6 +23,10 @@ logger = logging.getLogger(__name__)
 
 PREDICTIONS_FILE = "predictions.jsonl"
 """Written into the run directory by every evaluation that generates: one JSON object per scored question."""
+
+
+class NoUsableSamplesError(DataError):
+    """An evaluation set none of whose samples can be used."""
 
 
 def _resolve(dataset: LlavaDataset | Subset, index: int) -> tuple[LlavaDataset, int]:
@@ -69,7 +74,25 @@ def evaluate_loss(model: VisionLanguageModel, dataset: LlavaDataset, collator: V
         n = int((batch["labels"][:, 1:] != -100).sum())
         total += float(out.loss) * n
         count += n
-    return total / max(count, 1)
+    if count == 0:
+        raise NoUsableSamplesError(f"data.eval: none of its {len(dataset)} sample(s) could be used (every one was "
+                                   "skipped), so there is no eval loss; run `mmfw data check CONFIG --split eval` "
+                                   "for the reasons")
+    return total / count
+
+
+def require_usable(dataset: LlavaDataset | Subset, name: str = "data.eval") -> None:
+    """Raise :class:`NoUsableSamplesError` unless at least one sample of ``dataset`` loads (tried in order, so a
+    good set costs one sample): checked before training, so that a run never ends with an eval over 0 samples."""
+    reasons: dict[str, int] = defaultdict(int)
+    for i in range(len(dataset)):
+        item = dataset[i]
+        if not is_skipped(item):
+            return
+        reasons[item.reason] += 1
+    why = ", ".join(f"{k} {v}" for k, v in sorted(reasons.items()))
+    raise NoUsableSamplesError(f"{name}: none of its {len(dataset)} sample(s) can be used ({why}); fix the data or "
+                               f"remove {name} (run `mmfw data check CONFIG --split eval` for every problem)")
 
 
 @torch.no_grad()

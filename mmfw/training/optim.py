@@ -12,15 +12,20 @@ from mmfw.config.training import TrainingConfig
 from mmfw.errors import ConfigError
 
 
+def _matrices_decay(p: torch.nn.Parameter) -> bool:
+    return p.ndim >= 2
+
+
 def parameter_groups(model: torch.nn.Module, weight_decay: float, learning_rate: float,
-                     lr_scale: Callable[[torch.nn.Parameter], float] = lambda p: 1.0) -> list[dict]:
-    """Trainable parameters grouped by learning-rate multiplier and by decay (matrices decay; biases, norms and
-    other 1-D parameters do not). Groups are ordered deterministically (by first parameter)."""
+                     lr_scale: Callable[[torch.nn.Parameter], float] = lambda p: 1.0,
+                     decays: Callable[[torch.nn.Parameter], bool] = _matrices_decay) -> list[dict]:
+    """Trainable parameters grouped by learning-rate multiplier and by decay (by default matrices decay; biases,
+    norms and other 1-D parameters do not). Groups are ordered deterministically (by first parameter)."""
     groups: dict[tuple[float, bool], dict] = {}
     for _, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        scale, decay = lr_scale(p), p.ndim >= 2
+        scale, decay = lr_scale(p), decays(p)
         group = groups.setdefault((scale, decay), {"params": [], "weight_decay": weight_decay if decay else 0.0,
                                                    "lr": learning_rate * scale, "lr_scale": scale})
         group["params"].append(p)
@@ -28,8 +33,9 @@ def parameter_groups(model: torch.nn.Module, weight_decay: float, learning_rate:
 
 
 def build_optimizer(model: torch.nn.Module, cfg: TrainingConfig,
-                    lr_scale: Callable[[torch.nn.Parameter], float] = lambda p: 1.0) -> torch.optim.Optimizer:
-    groups = parameter_groups(model, cfg.weight_decay, cfg.learning_rate, lr_scale)
+                    lr_scale: Callable[[torch.nn.Parameter], float] = lambda p: 1.0,
+                    decays: Callable[[torch.nn.Parameter], bool] = _matrices_decay) -> torch.optim.Optimizer:
+    groups = parameter_groups(model, cfg.weight_decay, cfg.learning_rate, lr_scale, decays)
     if not groups:
         raise ConfigError(["training.policy: nothing to train: every parameter is frozen under the training policy"])
     return torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=cfg.betas)

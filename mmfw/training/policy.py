@@ -19,6 +19,7 @@ from torch.utils.checkpoint import checkpoint
 from mmfw.config.training import COMPONENTS, FrozenPolicy, FullPolicy, LoraPolicy, PolicyConfig
 from mmfw.errors import ConfigError
 from mmfw.training.lora import is_lora_parameter, lora_parameter_count, wrap_lora, wrapped_model
+from mmfw.training.new_token_rows import embedding_weights, new_token_row_count, train_new_token_rows
 
 logger = logging.getLogger(__name__)
 
@@ -30,9 +31,15 @@ class AppliedPolicy:
     counts: dict[str, int]
     lr_scales: dict[int, float] = field(default_factory=dict)
     """``id(parameter)`` -> learning-rate multiplier, for every trainable parameter."""
+    no_decay: set[int] = field(default_factory=set)
+    """``id(parameter)`` of trainable parameters that must get no weight decay (row-masked embeddings)."""
 
     def lr_scale(self, p: nn.Parameter) -> float:
         return self.lr_scales.get(id(p), 1.0)
+
+    def decays(self, p: nn.Parameter) -> bool:
+        """Whether ``p`` gets weight decay: matrices do, except those in ``no_decay``; 1-D parameters never."""
+        return p.ndim >= 2 and id(p) not in self.no_decay
 
 
 def _blocks(module: nn.Module, name: str, n: int, where: str) -> list[nn.Module]:
@@ -120,11 +127,18 @@ def apply_policy(model: nn.Module, policy: PolicyConfig, where: str = "training.
         for p in _policy_params(sub, pol, f"modules.{path}", where):
             p.requires_grad_(True)
             scales[id(p)] = pol.lr_scale
+    new_rows = train_new_token_rows(model, where) if policy.new_token_embeddings else None
+    if new_rows is not None:
+        scales.update({id(w): policy.llm.lr_scale for w in new_rows.weights})
     counts = {name: sum(p.numel() for p in getattr(model, name).parameters() if p.requires_grad)
               for name in COMPONENTS}
     counts["total"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    if new_rows is not None:  # only the new rows of the embedding weights train
+        frozen_rows = sum(w.numel() for w in new_rows.weights) - new_rows.trainable_numel
+        counts["llm"] -= frozen_rows
+        counts["total"] -= frozen_rows
     logger.info("trainable parameters: %s", counts)
-    return AppliedPolicy(counts, scales)
+    return AppliedPolicy(counts, scales, no_decay={id(w) for w in new_rows.weights} if new_rows else set())
 
 
 def trainable_parameter_counts(model: nn.Module, policy: PolicyConfig,
@@ -153,10 +167,15 @@ def trainable_parameter_counts(model: nn.Module, policy: PolicyConfig,
         for p in sub.parameters():
             trainable.pop(id(p), None)
         trainable.update({id(p): p for p in _policy_params(sub, pol, f"modules.{path}", where)})
+    if policy.new_token_embeddings:
+        for w in embedding_weights(model):
+            trainable.pop(id(w), None)
     counts = dict.fromkeys(COMPONENTS, 0)
     for pid, p in trainable.items():
         if pid in owner:
             counts[owner[pid]] += p.numel()
+    if policy.new_token_embeddings:
+        counts["llm"] += new_token_row_count(model)
     for name, n in lora.items():
         counts[name] += n
     counts["total"] = sum(counts.values())

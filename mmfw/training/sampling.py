@@ -1,4 +1,4 @@
-"""Batch samplers: shuffled, length-grouped and packed; deterministic per ``(seed, epoch)`` so a resumed run sees
+"""Batch samplers: shuffled, length-grouped, modality-grouped and packed; deterministic per ``(seed, epoch)`` so a resumed run sees
 exactly the batches an uninterrupted one would.
 
 Every sampler yields lists of dataset indices, one list per micro-batch; the packed sampler yields
@@ -84,6 +84,55 @@ class LengthGroupedBatchSampler(_EpochSampler):
         rest = [batches[i] for i in _permutation(len(batches), self.seed + 1, self.epoch)]
         yield first
         yield from rest
+
+
+class ModalityGroupedBatchSampler(_EpochSampler):
+    """Batches of one modality each (samples with images, or text-only samples), grouped by length within each
+    modality as :class:`LengthGroupedBatchSampler` does, then shuffled together, the longest batch first (LLaVA's
+    ``group_by_modality_length``: a text-only batch skips the vision tower, and no batch pads text to image length).
+
+    Each modality's last batch may be smaller, and after the shuffle it can come anywhere: ``batch_size`` is None so
+    that Accelerate shards whole batches across processes (it would otherwise fill a short batch up with samples of
+    the other modality, or drop a round of batches).
+    """
+
+    def __init__(self, lengths: Sequence[int], has_image: Sequence[bool], batch_size: int, seed: int,
+                 mult: int = MEGABATCH_MULT) -> None:
+        super().__init__(seed)
+        if len(lengths) != len(has_image):
+            raise ValueError(f"{len(lengths)} lengths but {len(has_image)} modality flags")
+        self.lengths, self.has_image = list(lengths), [bool(x) for x in has_image]
+        self.rows_per_batch, self.mult = batch_size, mult
+        self.batch_size = None  # batches differ in size (see the class docstring)
+        self.drop_last = False
+
+    def __len__(self) -> int:
+        images = sum(self.has_image)
+        text = len(self.has_image) - images
+        return -(-images // self.rows_per_batch) + -(-text // self.rows_per_batch)
+
+    def _batches(self, epoch: int) -> list[list[int]]:
+        order = _permutation(len(self.lengths), self.seed, epoch)
+        window = self.mult * self.rows_per_batch
+        batches: list[list[int]] = []
+        for modality in (True, False):
+            indices = [i for i in order if self.has_image[i] == modality]
+            for w in range(0, len(indices), window):
+                chunk = sorted(indices[w:w + window], key=lambda i: -self.lengths[i])
+                batches += [chunk[i:i + self.rows_per_batch] for i in range(0, len(chunk), self.rows_per_batch)]
+        if not batches:
+            return []
+        longest = max(range(len(batches)), key=lambda b: self.lengths[batches[b][0]])
+        first = batches.pop(longest)
+        return [first] + [batches[i] for i in _permutation(len(batches), self.seed + 1, epoch)]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        yield from self._batches(self.epoch)
+
+
+def sample_has_image(dataset: Any) -> list[bool]:
+    """Whether each sample of ``dataset`` has at least one image (from its records, no image is opened)."""
+    return [bool(dataset.image_paths(i)) for i in range(len(dataset))]
 
 
 def pack_rows(indices: Sequence[int], lengths: Sequence[int], capacity: int) -> list[list[int]]:
@@ -180,7 +229,7 @@ def _sample_length(dataset: Any, i: int) -> int:
 def sample_lengths(dataset: Any, cache_dir: str | Path | None = None) -> list[int]:
     """Token length of every sample (images expanded, truncation applied; 0 for samples that will be skipped),
     computed from image headers and the tokenizer only. Cached in ``cache_dir`` by a key over the records,
-    image-token counts and ``max_length``."""
+    image-token counts (image start/end tokens included) and ``max_length``."""
     key = None
     if cache_dir is not None:
         h = hashlib.sha256()
@@ -191,6 +240,7 @@ def sample_lengths(dataset: Any, cache_dir: str | Path | None = None) -> list[in
             h.update(json.dumps([conv.id, conv.messages, [str(p) for p in dataset.image_paths(i)]],
                                 default=str).encode())
         h.update(str(len(dataset.tokenizer)).encode())
+        h.update(repr(dataset.image_markers).encode())
         h.update(repr(dataset.strategy.cfg).encode())
         key = Path(cache_dir) / f"lengths-{h.hexdigest()[:16]}.json"
         if key.exists():

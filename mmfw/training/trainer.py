@@ -41,26 +41,37 @@ from mmfw.components import Registries
 from mmfw.config import ConfigError, ExperimentConfig, load_config, save_config
 from mmfw.config.experiment import ResolvedStage
 from mmfw.config.loader import RESOLVED_CONFIG_NAME
+from mmfw.data.augment import ImageAugmenter
 from mmfw.data.collator import VLMCollator
 from mmfw.data.dataset import build_dataset
 from mmfw.data.report import DataReport
 from mmfw.model.builder import WEIGHTS_NAME, build_model, load_weights
+from mmfw.model.fusion import FusionError
 from mmfw.model.io import FINAL_MODEL_DIR
 from mmfw.training.checkpoint import (
     STATE_DIR,
     checkpoint_dirs,
     commit_checkpoint,
+    failed_write_error,
+    is_write_failure,
     latest_checkpoint,
     publish_dir,
     read_trainer_state,
     remove_stale,
+    resume_checkpoint,
     staging_dir,
     staging_path,
     write_model_dir,
 )
 from mmfw.training.data_prep import prepare_data
 from mmfw.training.errors import NonFiniteLossError, RunExistsError
-from mmfw.training.evaluate import PREDICTIONS_FILE, evaluate_accuracy, evaluate_loss, write_predictions
+from mmfw.training.evaluate import (
+    PREDICTIONS_FILE,
+    evaluate_accuracy,
+    evaluate_loss,
+    require_usable,
+    write_predictions,
+)
 from mmfw.training.feature_cache import EncoderFeatureCache
 from mmfw.training.lora import load_adapter_weights, load_adapters, load_plain_state_dict
 from mmfw.training.loss import IGNORE_INDEX, logit_positions, supervised_tokens, token_loss_sum
@@ -68,13 +79,17 @@ from mmfw.training.optim import build_optimizer, build_scheduler
 from mmfw.training.packing import PackedCollator, real_tokens
 from mmfw.training.plots import PLOTS_DIR, draw_run_plots_quietly
 from mmfw.training.policy import apply_policy, stage_policy_counts
+from mmfw.training.run_lock import acquire_run_lock, check_process_group
 from mmfw.training.sampling import (
     LengthGroupedBatchSampler,
+    ModalityGroupedBatchSampler,
     PackedBatchSampler,
     RowTaggedDataset,
     ShuffledBatchSampler,
+    sample_has_image,
     sample_lengths,
 )
+from mmfw.training.signals import TrainingInterrupted
 
 logger = logging.getLogger(__name__)
 
@@ -200,6 +215,9 @@ class Trainer:
         self.stage: ResolvedStage | None = None
         self.total_steps_done = 0
         """Optimizer steps of every stage so far (the x axis of trackers)."""
+        self.run_lock: Any = None
+        self.stop: Any = None
+        """A :class:`mmfw.training.signals.StopRequest`; when set, training stops after the step with a checkpoint."""
 
     # -- run -----------------------------------------------------------------------------------------------------
     def _check_policies(self) -> None:
@@ -219,7 +237,10 @@ class Trainer:
     def _prepare_run(self) -> None:
         """Checks (on every process, so that all of them stop together), then the main process sets up the run."""
         acc = self.accelerator
+        check_process_group(acc.num_processes)  # robust: launched processes that do not form one group
         self._check_policies()
+        if acc.is_main_process and self.run_lock is None:  # robust: one trainer per run directory
+            self.run_lock = acquire_run_lock(self.run_dir)
         progress = run_progress(self.run_dir, self.cfg) if self.run_dir.exists() else []
         if progress and not (self.resume or self.overwrite):
             raise RunExistsError(f"{self.run_dir} already holds a run ({'; '.join(progress)}); pass --resume to "
@@ -255,6 +276,14 @@ class Trainer:
 
     def train(self) -> dict[str, float]:
         """Train every stage that has not finished; returns the final stage's metrics (flat ``group/name`` keys)."""
+        try:
+            return self._train()
+        finally:
+            if self.run_lock is not None:
+                self.run_lock.release()
+                self.run_lock = None
+
+    def _train(self) -> dict[str, float]:
         self._prepare_run()
         per_stage: dict[str, dict[str, float]] = {}
         init_from: Path | None = None
@@ -268,7 +297,7 @@ class Trainer:
                 final = record.get("metrics", {})
                 self.total_steps_done += int(record.get("steps", 0))
             else:
-                resume_from = latest_checkpoint(stage_dir(self.run_dir, stage)) if self.resume else None
+                resume_from = resume_checkpoint(stage_dir(self.run_dir, stage)) if self.resume else None
                 final = self._run_stage(stage, init_from, resume_from, out_dir)
             per_stage[stage.name] = final
             init_from = out_dir
@@ -323,7 +352,7 @@ class Trainer:
         self.feature_cache = None
         if t.feature_cache is not None:
             self.feature_cache = EncoderFeatureCache(t.feature_cache, model.vision_encoder, acc.process_index).install()
-        optimizer = build_optimizer(model, t, applied.lr_scale)
+        optimizer = build_optimizer(model, t, applied.lr_scale, applied.decays)
         self.model, self.optimizer, self.loader = acc.prepare(model, optimizer, self.loader)
         per_epoch = max(1, len(self.loader))
         self.total_steps = t.max_steps or max(1, math.ceil(t.epochs * per_epoch / t.gradient_accumulation_steps))
@@ -348,17 +377,22 @@ class Trainer:
             raise ConfigError([f"{'data' if stage.implicit else f'stages[{stage.index}].data'}.train: no training "
                                "data configured"])
         make = lambda specs, name: build_dataset(specs, d, self.tokenizer, model.image_strategy,  # noqa: E731
-                                                 image_token=self.cfg.model.fusion.image_token, name=name)
+                                                 image_token=self.cfg.model.fusion.image_token, name=name,
+                                                 image_markers=self.cfg.model.fusion.image_markers)
         self.train_set = make(d.train, "data.train")
+        if d.augment is not None:  # training images only; the eval set is never augmented
+            self.train_set.augment = ImageAugmenter(d.augment, self.cfg.seed + 1000 * stage.index)
         self.eval_set = make(d.eval, "data.eval") if d.eval else None
         if self.eval_set is not None and d.eval_max_samples and len(self.eval_set) > d.eval_max_samples:
             self.eval_set = Subset(self.eval_set, range(d.eval_max_samples))
+        if self.eval_set is not None:  # robust: never an eval over 0 samples
+            require_usable(self.eval_set, "data.eval")
         self.report = DataReport.for_dataset(self.train_set, d.max_skip_ratio if d.on_error == "skip" else None,
                                              name="data.train")
         self.collator = VLMCollator(self.tokenizer.pad_token_id, padding_side="right")
         seed = self.cfg.seed + 1000 * stage.index
         lengths = None
-        if t.group_by_length or t.packing:
+        if t.group_by_length or t.packing or t.group_by_modality:
             cache = self.stage_path / ".cache"
             if acc.is_main_process:
                 lengths = sample_lengths(self.train_set, cache)
@@ -371,6 +405,9 @@ class Trainer:
             capacity = t.pack_length or d.max_length
             self.batch_sampler: Any = PackedBatchSampler(lengths, capacity, t.batch_size, seed)
             dataset, collate = RowTaggedDataset(self.train_set), PackedCollator(self.tokenizer.pad_token_id)
+        elif t.group_by_modality:
+            self.batch_sampler = ModalityGroupedBatchSampler(lengths, sample_has_image(self.train_set), t.batch_size,
+                                                             seed)
         elif t.group_by_length:
             self.batch_sampler = LengthGroupedBatchSampler(lengths, t.batch_size, seed)
         else:
@@ -384,6 +421,7 @@ class Trainer:
         acc = self.accelerator
         while True:
             self.batch_sampler.set_epoch(self.epoch)
+            self.train_set.set_epoch(self.epoch)
             self.loader.set_epoch(self.epoch)
             skip = self.batches_in_epoch
             loader = acc.skip_first_batches(self.loader, skip) if skip else self.loader
@@ -428,10 +466,14 @@ class Trainer:
                 step_tokens = int(acc.reduce(torch.tensor(local_tokens, device=acc.device), "sum"))
                 scale = G * acc.num_processes / max(step_tokens, 1)
                 loss_sum = torch.zeros((), device=acc.device)
-                for inputs, labels in prepared:
+                for (inputs, labels), batch in zip(prepared, micro, strict=True):
                     with acc.accumulate(self.model):
                         positions = logit_positions(labels)
-                        logits = self.model(**inputs, use_cache=False, logits_to_keep=positions).logits
+                        try:
+                            logits = self.model(**inputs, use_cache=False, logits_to_keep=positions).logits
+                        except FusionError as err:  # name the record, not only the batch row
+                            rows = batch["input_ids"].shape[0]
+                            raise err.naming_records(batch["ids"] if len(batch["ids"]) == rows else []) from None
                         ce = token_loss_sum(logits, labels, positions)
                         acc.backward(ce * scale)
                         loss_sum += ce.detach()
@@ -466,6 +508,8 @@ class Trainer:
                     self.evaluate(generate=True)
                 if t.save_every and self.global_step % t.save_every == 0 and self.global_step < self.total_steps:
                     self.save_checkpoint()
+                if self.stop is not None and self._stop_requested():
+                    self._interrupt()
         finally:
             bar.close()
             if self.feature_cache is not None:
@@ -576,13 +620,34 @@ class Trainer:
         acc.wait_for_everyone()
         tmp = staging_path(self.stage_path, self.global_step)
         state = self._model_state()
-        acc.save_state(str(tmp / STATE_DIR))
         final = None
-        if acc.is_main_process:
-            write_model_dir(acc.unwrap_model(self.model), self.tokenizer, self.cfg, tmp, state)
-            final = commit_checkpoint(tmp, self.global_step, self.trainer_state(), self.stage.training.keep_last)
+        try:
+            acc.save_state(str(tmp / STATE_DIR))
+            if acc.is_main_process:
+                write_model_dir(acc.unwrap_model(self.model), self.tokenizer, self.cfg, tmp, state)
+                final = commit_checkpoint(tmp, self.global_step, self.trainer_state(), self.stage.training.keep_last)
+        except (OSError, RuntimeError) as e:  # robust: a full disk leaves the previous checkpoint as it was
+            if not is_write_failure(e):
+                raise
+            raise failed_write_error(e, tmp, self.stage_path, f"checkpoint step-{self.global_step}") from e
         acc.wait_for_everyone()
         return final
+
+    def _stop_requested(self) -> bool:
+        """Whether any process received SIGTERM / SIGINT (all processes agree, so that they stop together)."""
+        flag = torch.tensor(float(self.stop.requested), device=self.accelerator.device)
+        return bool(self.accelerator.reduce(flag, "sum") > 0) if self.accelerator.num_processes > 1 else bool(flag)
+
+    def _interrupt(self) -> None:
+        """Write a checkpoint of the finished step and stop, naming it and the command that continues."""
+        ckpt = latest_checkpoint(self.stage_path)
+        if ckpt is None or read_trainer_state(ckpt).get("global_step") != self.global_step:
+            ckpt = self.save_checkpoint() or staging_path(self.stage_path, self.global_step).parent / \
+                f"step-{self.global_step}"
+        raise TrainingInterrupted(
+            f"stopped by {self.stop.signal or 'a signal'} after step {self.global_step} of {self.total_steps} of "
+            f"stage {self.stage.name!r}; checkpoint {ckpt} written. `mmfw train {self.run_dir} --resume` continues "
+            "from it")
 
     def _finish_stage(self, stage: ResolvedStage, out_dir: Path, metrics: dict[str, float]) -> None:
         acc = self.accelerator

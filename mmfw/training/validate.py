@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from mmfw.config.input_checks import INPUT_CHECKS
 from mmfw.config.validate import ConfigContext, check_data_files, check_model_sources, data_sections
 from mmfw.errors import ConfigError
 from mmfw.model.builder import build_component, build_model, llm_geometry, load_tokenizer, vision_geometry
@@ -104,9 +105,10 @@ class ValidationContext(ConfigContext):
 
     @cached_property
     def max_image_tokens(self) -> int | None:
-        """The most tokens one image can become (:meth:`ImageStrategy.max_tokens`), or None if unknown."""
+        """The most tokens one image can become (:meth:`ImageStrategy.max_tokens`, ``model.fusion``'s start/end
+        markers included), or None if unknown."""
         strategy = self.image_strategy
-        return None if strategy is None else strategy.max_tokens()
+        return None if strategy is None else self.cfg.model.fusion.image_sequence_length(strategy.max_tokens())
 
     def meta_model(self) -> Any | None:
         """The whole VLM built on the meta device (shapes and module names, no memory), or None when that is not
@@ -189,7 +191,7 @@ def check_training_policies(ctx: ValidationContext) -> Iterator[str]:
                     yield problem if len(stages) == 1 or not ctx.cfg.stages else prefix + problem
 
 
-DEFAULT_CHECKS: tuple[Check, ...] = (check_data_files, check_model_sources, check_token_budget,
+DEFAULT_CHECKS: tuple[Check, ...] = (check_data_files, check_model_sources, *INPUT_CHECKS, check_token_budget,
                                      check_training_policies)
 
 

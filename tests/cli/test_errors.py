@@ -16,11 +16,14 @@ def _raise(err: BaseException):
     return run
 
 
-def test_a_bug_keeps_its_traceback(monkeypatch) -> None:
+def test_a_bug_is_one_line_with_exit_code_1_and_keeps_its_traceback_for_debug(monkeypatch, capsys) -> None:
     assert ValueError not in EXPECTED_ERRORS and MMFWError in EXPECTED_ERRORS
     monkeypatch.setattr(mmfw.cli.list, "run", _raise(ValueError("a bug")))
+    assert main(["list"]) == 1  # not reported as bad input (2), and no traceback without --debug
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "internal error: ValueError: a bug" in err[0] and "--debug" in err[0]
     with pytest.raises(ValueError, match="a bug"):
-        main(["list"])
+        main(["--debug", "list"])
 
 
 @pytest.mark.parametrize(("err", "line"), [
@@ -47,4 +50,4 @@ def test_synth_flags_default_to_the_data_synthetic_config() -> None:
 
 def test_synth_rejects_bad_values_in_one_line(tmp_path, capsys) -> None:
     assert main(["data", "synth", "--out", str(tmp_path), "--num-train", "-1"]) == 2
-    assert capsys.readouterr().err.strip() == "error: num_train and num_eval must be non-negative"
+    assert capsys.readouterr().err.strip() == "error: --num-train: Input should be greater than 0"

@@ -26,7 +26,7 @@ def test_model_and_policy_sections_have_one_field_per_kind_in_order() -> None:
     keys = [k.key for k in KINDS]
     assert keys == ["vision_encoder", "connector", "llm", "image_strategy"]
     assert list(ModelConfig.model_fields) == [*keys, "fusion"]
-    assert list(PolicyConfig.model_fields) == [*keys, "modules"]
+    assert list(PolicyConfig.model_fields) == [*keys, "modules", "new_token_embeddings"]
     assert COMPONENTS == tuple(keys)
     for kind in KINDS:
         assert ModelConfig.model_fields[kind.key].annotation is kind.config_base

@@ -135,7 +135,7 @@ def test_non_empty_target_is_refused_unless_overwrite(quickstart_run, tmp_path, 
     out.mkdir()
     (out / "notes.txt").write_text("keep me")
     assert main(["export", str(quickstart_run), str(out), "--format", "hf"]) == 2
-    assert f"{out} is not empty" in capsys.readouterr().err
+    assert f"{out}: directory is not empty" in capsys.readouterr().err
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
     assert main(["-q", "export", str(quickstart_run), str(out), "--format", "hf", "--overwrite"]) == 0
     assert (out / "config.json").exists() and not (out / "notes.txt").exists()

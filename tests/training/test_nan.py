@@ -68,6 +68,6 @@ def test_cli_reports_the_nan_stop_in_one_line(experiment, nan_at_step_3, tmp_pat
     experiment["data"]["eval"] = []
     experiment["training"].update(max_steps=4)
     cfg = write_config(experiment, tmp_path / "exp.yaml")
-    assert main(["-q", "train", str(cfg), "--no-progress"]) == 1
+    assert main(["-q", "train", str(cfg), "--no-progress"]) == 2  # not a bug: the run's numbers (exit 1 is for bugs)
     err = capsys.readouterr().err
     assert "non-finite loss (nan) at step 3 of stage 'train'" in err and "Traceback" not in err
