@@ -24,6 +24,9 @@ def mmfw_register_components(registries: Registries) -> None:
     from mmfw.llms.mistral import MistralLLM
     from mmfw.llms.qwen2 import Qwen2LLM
     from mmfw.llms.qwen3 import Qwen3LLM
+    from mmfw.sweep.executors.local import LocalExecutor
+    from mmfw.sweep.executors.ray import RayExecutor
+    from mmfw.sweep.executors.slurm import SlurmExecutor
 
     for cls in (CLIPVisionEncoder, SiglipVisionEncoder, EVA02VisionEncoder, OpenCLIPVisionEncoder):
         registries.vision_encoders.register(cls)
@@ -33,3 +36,5 @@ def mmfw_register_components(registries: Registries) -> None:
         registries.llms.register(cls)
     for cls in (ResizeStrategy, PadStrategy, AnyresStrategy):
         registries.image_strategies.register(cls)
+    for cls in (LocalExecutor, SlurmExecutor, RayExecutor):
+        registries.executors.register(cls)

@@ -28,6 +28,8 @@ class Registries:
     connectors: Registry = field(default_factory=lambda: Registry("connector"))
     llms: Registry = field(default_factory=lambda: Registry("llm"))
     image_strategies: Registry = field(default_factory=lambda: Registry("image strategy"))
+    executors: Registry = field(default_factory=lambda: Registry("sweep executor"))
+    """Where ``mmfw sweep`` runs its jobs (:mod:`mmfw.sweep.executors`)."""
 
     def kinds(self) -> dict[str, Registry]:
         return {f.name: getattr(self, f.name) for f in fields(self)}

@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "mmfw.cli.inspect",
     "mmfw.cli.export",
     "mmfw.cli.merge",
+    "mmfw.cli.sweep",
 )
 
 EXPECTED_ERRORS = (ConfigError, CLIError, RegistryError, FileNotFoundError, ValueError, TrainingError)
