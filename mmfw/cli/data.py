@@ -37,6 +37,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    " them (color, shape, position)")
     s.add_argument("--train-task-weights", nargs="+", default=[], type=_task_weight, metavar="TASK=WEIGHT",
                    help="relative share of each task among the training images, e.g. count=2 (others: 1)")
+    s.add_argument("--width", type=int, default=None, metavar="PX",
+                   help="image width (default --image-size: square); --image-size is then the height")
+    s.add_argument("--shape-scale", type=float, default=1.0, metavar="F",
+                   help="factor on every shape size, 0.25 to 1 (small shapes: fine detail matters)")
     s.set_defaults(func=run_synth)
 
     c = dsub.add_parser("check", help="report every problem in the configured datasets, and their token lengths")
@@ -73,7 +77,8 @@ def run_synth(args: argparse.Namespace) -> int:
     paths = generate_synthetic_vqa(args.out, num_train=args.num_train, num_eval=args.num_eval,
                                    image_size=args.image_size, seed=args.seed, tasks=args.tasks,
                                    extra_train_questions=args.extra_train_questions,
-                                   train_task_weights=dict(args.train_task_weights))
+                                   train_task_weights=dict(args.train_task_weights), width=args.width,
+                                   shape_scale=args.shape_scale)
     print(f"wrote {paths.train} and {paths.eval} (images in {paths.images})")
     return 0
 

@@ -12,8 +12,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
 from mmfw.cli.common import CLIError
 
 SUBCOMMANDS = ("status", "report")
@@ -36,22 +34,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fail-fast", action="store_true", help="start no further run after the first failure")
     p.add_argument("--output-dir", help="study directory (overrides the sweep file's output_dir)")
     p.set_defaults(func=run)
-
-
-def _executor(args: argparse.Namespace, sweep: Any, registries: Any, study_dir: Path) -> Any:
-    section = sweep.executor.model_dump()
-    name = args.executor or section["type"]
-    settings = section if name == section["type"] else {}
-    cfg_cls = registries.executors.config_class(name)
-    try:
-        cfg = cfg_cls.model_validate({**settings, "type": name})
-    except ValidationError as err:
-        from mmfw.config import ConfigError
-        from mmfw.config.loader import format_validation_error
-
-        raise ConfigError([f"executor.{p}" for p in format_validation_error(err, settings)],
-                          source=args.target) from None
-    return registries.executors.get(name)(cfg, study_dir=study_dir, parallel=args.parallel)
 
 
 def _study_dir(args: argparse.Namespace) -> Path:
@@ -130,10 +112,12 @@ def run(args: argparse.Namespace) -> int:
     plan = plan_study(args.target, registries, args.output_dir)
     if args.dry_run:
         return _dry_run(plan, registries)
+    from mmfw.sweep.executors import build_executor
     from mmfw.sweep.report import write_report
     from mmfw.sweep.study import default_threads, run_study
 
-    executor = _executor(args, plan.sweep, registries, plan.study_dir)
+    executor = build_executor(registries, plan.sweep.executor.model_dump(), args.executor, study_dir=plan.study_dir,
+                              parallel=args.parallel, source=args.target)
     threads = args.threads or default_threads(args.parallel)
     total = len(plan.runs)
     seen = [0]

@@ -1,0 +1,76 @@
+"""Executors are looked up in a registry: the built-ins, one a plugin adds through the usual hook, and located errors
+for unknown executors and settings."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+import pytest
+
+from mmfw import hookimpl
+from mmfw.components import collect_registries, make_plugin_manager
+from mmfw.config import ConfigError
+from mmfw.registry import UnknownComponentError, component
+from mmfw.sweep.executors import build_executor
+from mmfw.sweep.executors.base import ExecutorConfig, OnOutcome, SweepExecutor
+from mmfw.sweep.executors.local import LocalExecutor
+from mmfw.sweep.executors.ray import RayExecutor
+from mmfw.sweep.executors.slurm import SlurmExecutor
+from mmfw.sweep.runs import RunJob, RunOutcome
+
+
+class QueueExecutorConfig(ExecutorConfig):
+    type: Literal["queue"] = "queue"
+    queue: str = "default"
+
+
+@component("queue", config=QueueExecutorConfig)
+class QueueExecutor(SweepExecutor):
+    """Hands every job to a (pretend) batch queue and reports it done: what a plugin's executor looks like."""
+
+    submitted: list[tuple[str, str]] = []
+
+    def run(self, jobs: Sequence[RunJob], on_outcome: OnOutcome) -> None:
+        for job in jobs:
+            self.submitted.append((self.cfg.queue, job.name))
+            if not on_outcome(job, RunOutcome(status="done")):
+                break
+
+
+class QueuePlugin:
+    @hookimpl
+    def mmfw_register_components(self, registries) -> None:
+        registries.executors.register(QueueExecutor)
+
+
+def test_builtin_executors_are_registered(registries) -> None:
+    assert registries.executors.names() == ["local", "ray", "slurm"]
+    assert registries.executors.get("local") is LocalExecutor
+    assert registries.executors.get("slurm") is SlurmExecutor and registries.executors.get("ray") is RayExecutor
+
+
+def test_a_plugin_adds_an_executor_and_the_sweep_file_configures_it(tmp_path: Path) -> None:
+    regs = collect_registries(make_plugin_manager(load_entry_points=False, extra_plugins=[QueuePlugin()]))
+    assert "queue" in regs.executors and "QueueExecutor" in regs.executors.entry("queue").source
+    ex = build_executor(regs, {"type": "queue", "queue": "gpu-long"}, None, study_dir=tmp_path, parallel=3)
+    assert isinstance(ex, QueueExecutor) and ex.cfg.queue == "gpu-long" and ex.parallel == 3
+    # --executor NAME with another name than the file's: that executor's defaults
+    assert isinstance(build_executor(regs, {"type": "queue", "queue": "x"}, "local", study_dir=tmp_path,
+                                     parallel=1), LocalExecutor)
+    jobs = [RunJob(run_dir=str(tmp_path / n), cwd=str(tmp_path)) for n in ("a", "b")]
+    seen: list[str] = []
+    ex.run(jobs, lambda job, outcome: seen.append(job.name) or False)  # False: stop after the first
+    assert seen == ["a"] and QueueExecutor.submitted[-1] == ("gpu-long", "a")
+
+
+def test_unknown_executor_and_bad_settings(tmp_path: Path, registries) -> None:
+    with pytest.raises(UnknownComponentError, match="unknown sweep executor 'slrum'; did you mean 'slurm'"):
+        build_executor(registries, {"type": "local"}, "slrum", study_dir=tmp_path, parallel=1)
+    with pytest.raises(ConfigError) as err:
+        build_executor(registries, {"type": "slurm", "partiton": "cpu", "timeout_min": 0}, None, study_dir=tmp_path,
+                       parallel=1, source="s.yaml")
+    assert sorted(err.value.problems) == ["executor.partiton: unknown key",
+                                          "executor.timeout_min: Input should be greater than 0"]
+    assert str(err.value).startswith("s.yaml: executor.")
