@@ -229,19 +229,27 @@ def write_markdown(rows: Sequence[RunRow], path: Path, title: str) -> None:
         extra = p.done[0].extra if p.done else p.runs[0].extra
         cells = [p.label, f"{len(p.done)}/{len(p.runs)}", _pm(m),
                  *(_pm(p.values(t), 2) for t in tasks), _pm(p.values("train.loss")),
-                 _fmt(extra.get("params_total")), _fmt(extra.get("params_trainable")),
+                 _count(extra.get("params_total")), _count(extra.get("params_trainable")),
                  _fmt(extra.get("image_tokens")), _pm(p.values("tokens_per_s"), 0), _pm(p.values("wall_s"), 0)]
         if p.point == best:
             cells[0], cells[2] = f"**{cells[0]}**", f"**{cells[2]}**"
         lines.append("| " + " | ".join(cells) + " |")
     differ, tie = comparisons(points, metric, higher)
-    lines += ["", "Beyond seed noise (the gap of the means exceeds twice its standard error and the seeds' ranges do "
-              "not overlap): " + ("; ".join(differ) if differ else "none") + ".",
+    lines += ["", f"`{metric}` beyond seed noise (the gap of the means exceeds twice its standard error and the seeds' "
+              "ranges do not overlap): " + ("; ".join(differ) if differ else "none") + ".",
               "", "Within seed noise: " + ("; ".join(tie) if tie else "none") + "."]
+    per_task = [f"{t.removeprefix(metric + '/')}: " + "; ".join(d) for t in tasks
+                if (d := comparisons(points, t, higher)[0])]
+    if per_task:
+        lines += ["", "Per task, beyond seed noise: " + " | ".join(per_task) + "."]
     failed = [r for r in rows if r.status == "failed"]
     if failed:
         lines += ["", "Failed runs:", ""] + [f"- `{r.run_dir.name}`: {r.extra.get('error')}" for r in failed]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def _count(n: Any) -> str:
+    return f"{n:,}" if isinstance(n, int) else _fmt(n)
 
 
 def _counts(statuses: Any) -> list[tuple[str, int]]:
@@ -278,6 +286,9 @@ def write_plots(rows: Sequence[RunRow], out_dir: Path) -> list[Path]:
             if v is not None:
                 groups.setdefault(value, []).append(v)
         names = list(groups)
+        if not names:
+            ax.set_visible(False)
+            continue
         stats = [mean_std(groups[n]) for n in names]
         ax.bar(range(len(names)), [m for m, _ in stats], yerr=[s or 0 for _, s in stats], capsize=4,
                color=[plt.cm.tab10(i % 10) for i in range(len(names))], alpha=0.85)

@@ -65,7 +65,7 @@ def test_report_from_run_directories(tmp_path: Path, capsys) -> None:
     assert "| resampler | 2/2 | 0.620 ± 0.028 |" in md
     assert "| broken | 0/2 | - |" in md
     # mlp and merger overlap; both are apart from the resampler
-    assert "Beyond seed noise" in md and "mlp vs resampler (+0.190)" in md.split("Within seed noise")[0]
+    assert "`eval.accuracy` beyond seed noise" in md and "mlp vs resampler (+0.190)" in md.split("Within seed noise")[0]
     assert "mlp vs merger (+0.005)" in md.split("Within seed noise")[1]
     assert "- `d-s0-ddddddddddd0`: error: data.eval[0].path: not JSON" in md
     for name in ("metric_by_axis.png", "loss_curves.png", "per_task.png"):

@@ -111,24 +111,6 @@ def test_slurm_executor_through_submitit_gives_the_same_table(sequential: dict) 
     assert list((study / "submitit").glob("*_log.out"))  # the jobs went through submitit
 
 
-def test_ray_executor_gives_the_same_table(sequential: dict, monkeypatch: pytest.MonkeyPatch) -> None:
-    pytest.importorskip("ray")
-    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
-    monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    temp = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))  # short: Ray's socket paths must stay short
-    try:
-        study = sequential["root"] / "ray"
-        sweep = write_sweep(sequential["root"], sweep_body(sequential["base"], study, executor={
-            "type": "ray", "temp_dir": str(temp)}), "ray.yaml")
-        assert main(["sweep", str(sweep), "--executor", "ray", "--parallel", "2", "--threads", "1"]) == 0
-        assert table(study) == sequential["table"]
-        import ray
-
-        assert not ray.is_initialized()  # shut down by the executor that started it
-    finally:
-        shutil.rmtree(temp, ignore_errors=True)
-
-
 def test_failed_runs_are_recorded_and_fail_fast_stops(sequential: dict, capsys) -> None:
     root = sequential["root"]
     bad = root / "bad.json"
@@ -150,3 +132,21 @@ def test_failed_runs_are_recorded_and_fail_fast_stops(sequential: dict, capsys) 
     assert rows["broken"]["status"] == "failed" and rows["broken"]["error"].startswith("error: data.eval[0]")
     assert rows["fine"]["status"] == "done"
     assert "Failed runs:" in (study / "results.md").read_text()
+
+
+def test_ray_executor_gives_the_same_table(sequential: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("ray")
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    temp = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))  # short: Ray's socket paths must stay short
+    try:
+        study = sequential["root"] / "ray"
+        sweep = write_sweep(sequential["root"], sweep_body(sequential["base"], study, executor={
+            "type": "ray", "temp_dir": str(temp)}), "ray.yaml")
+        assert main(["sweep", str(sweep), "--executor", "ray", "--parallel", "2", "--threads", "1"]) == 0
+        assert table(study) == sequential["table"]
+        import ray
+
+        assert not ray.is_initialized()  # shut down by the executor that started it
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Literal
 
 from mmfw.registry import component
 from mmfw.sweep.executors.base import ExecutorConfig, OnOutcome, SweepExecutor
-from mmfw.sweep.runs import RunJob, RunOutcome, execute_job, terminate_live_jobs
+from mmfw.sweep.runs import RunJob, execute_job, terminate_live_jobs
 
 
 class LocalExecutorConfig(ExecutorConfig):
@@ -18,27 +17,22 @@ class LocalExecutorConfig(ExecutorConfig):
 
 @component("local", config=LocalExecutorConfig)
 class LocalExecutor(SweepExecutor):
-    """Jobs as subprocesses of this process; the order of the plan, ``parallel`` at a time."""
+    """Jobs as subprocesses of this process, in the plan's order, at most ``parallel`` at a time; a job starts only
+    after the outcomes before it were handled (so ``--fail-fast`` starts nothing after a failure)."""
 
     def run(self, jobs: Sequence[RunJob], on_outcome: OnOutcome) -> None:
-        stop = threading.Event()
-
-        def guarded(job: RunJob) -> RunOutcome:
-            return RunOutcome(status="skipped") if stop.is_set() else execute_job(job)
-
-        pool = ThreadPoolExecutor(max_workers=self.parallel, thread_name_prefix="sweep-run")
-        try:
-            pending: dict[Future, RunJob] = {pool.submit(guarded, job): job for job in jobs}
-            while pending:
-                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for fut in finished:
-                    job = pending.pop(fut)
-                    outcome = fut.result()
-                    if outcome.status != "skipped" and not on_outcome(job, outcome):
-                        stop.set()
-        except BaseException:
-            stop.set()
-            terminate_live_jobs()
-            raise
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+        queue = list(jobs)
+        running: dict[Future, RunJob] = {}
+        go_on = True
+        with ThreadPoolExecutor(max_workers=self.parallel, thread_name_prefix="sweep-run") as pool:
+            try:
+                while running or (go_on and queue):
+                    while go_on and queue and len(running) < self.parallel:
+                        job = queue.pop(0)
+                        running[pool.submit(execute_job, job)] = job
+                    finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                    for fut in finished:
+                        go_on = on_outcome(running.pop(fut), fut.result()) and go_on
+            except BaseException:
+                terminate_live_jobs()
+                raise

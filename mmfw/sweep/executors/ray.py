@@ -1,9 +1,9 @@
 """``ray``: one Ray task per run (``pip install "mmfw[ray]"``).
 
 ``ray.init()`` joins the cluster at ``address`` (or ``RAY_ADDRESS``); without either it starts a local Ray with
-``parallel x threads`` CPUs. Each task asks for ``threads`` CPUs (``num_cpus_per_run`` to override) and
-``num_gpus_per_run`` GPUs, so Ray decides how many run at once. Nodes need mmfw installed and the study directory
-on a shared file system.
+``parallel x threads`` CPUs and workers at normal priority (Ray's default is nice 15). Each task asks for
+``threads`` CPUs (``num_cpus_per_run`` to override) and ``num_gpus_per_run`` GPUs, so Ray decides how many run at
+once. Nodes need mmfw installed and the study directory on a shared file system.
 """
 
 from __future__ import annotations
@@ -48,6 +48,9 @@ class RayExecutor(SweepExecutor):
             kwargs["address"] = address
         else:
             kwargs["num_cpus"] = self.parallel * max(1, threads)
+            # Ray starts workers at nice 15; a training run is the job here, not background work (on a busy machine
+            # a niced run barely progresses)
+            kwargs["_system_config"] = {"worker_niceness": 0}
             if self.cfg.temp_dir is not None:
                 kwargs["_temp_dir"] = os.path.abspath(self.cfg.temp_dir)
         ray.init(**kwargs)
