@@ -45,7 +45,7 @@ def model_facts(run: Run, registries: Registries) -> dict[str, Any]:
     if tok is not None and not (Path(tok.out_dir) / "tokenizer_config.json").exists():
         return {}  # the tokenizer sizes the vocabulary: known once the shared data is prepared
     syn = run.config.data.synthetic
-    size = (syn.image_size, syn.image_size) if syn is not None else None
+    size = (syn.width or syn.image_size, syn.image_size) if syn is not None else None  # the data's (width, height)
     try:
         report = inspect_config(run.config, registries, size)
     except Exception as e:  # a pretrained component, a tokenizer that is not built yet, an op the meta device lacks

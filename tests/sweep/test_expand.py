@@ -157,3 +157,22 @@ def test_points_that_resolve_to_the_same_config_are_an_error(tmp_path: Path, bas
     sweep = write_sweep(tmp_path, {"base": base_file.name, "grid": {"model.connector.depth": [2, 2.0]}})
     with pytest.raises(ConfigError, match=r"point 1 \(2.0\), seed 0: resolves to the same config as point 0"):
         plan_study(sweep, registries)
+
+
+REPO = Path(__file__).resolve().parents[2]
+STUDIES = sorted(p for p in (REPO / "configs" / "ablations").glob("*.yaml") if "base" in yaml.safe_load(p.read_text()))
+
+
+@pytest.mark.parametrize("study", STUDIES, ids=lambda p: p.stem)
+def test_shipped_studies_expand_and_validate(study: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mmfw.components import collect_registries, make_plugin_manager
+
+    registries = collect_registries(make_plugin_manager())  # with installed plugins (the avgpool connector)
+    body = yaml.safe_load(study.read_text())
+    needs = {v.get("type") for v in body.get("grid", {}).get("model.connector", {}).values()}
+    if not needs <= set(registries.connectors.names()):
+        pytest.skip(f"needs connectors {sorted(needs - set(registries.connectors.names()))} (a plugin)")
+    monkeypatch.chdir(REPO)
+    plan = plan_study(study, registries)
+    assert len(plan.runs) == len(plan.points) * len(plan.sweep.seeds) >= 4 and len(plan.sweep.seeds) >= 2
+    assert all(r.config.training.max_steps <= 200 for r in plan.runs)

@@ -122,14 +122,14 @@ def test_failed_runs_are_recorded_and_fail_fast_stops(sequential: dict, capsys) 
     runs = {d.name.split("-s0-")[0]: d for d in (study / "runs").iterdir()}
     assert run_status(runs["broken"]) == "failed" and run_status(runs["fine"]) == "pending"
     outcome = read_json(runs["broken"] / "outcome.json")
-    assert outcome["returncode"] == 2 and outcome["error"].startswith("error: data.eval[0].path:")
+    assert outcome["returncode"] == 2 and outcome["error"].startswith("error: [bad-json] data.eval[0].path:")
     capsys.readouterr()
     assert main(["sweep", str(sweep), "--threads", "1"]) == 1  # the broken run fails again, the others go on
     captured = capsys.readouterr()
     assert "1 run(s) failed" in captured.err
     assert run_status(runs["broken"]) == "failed" and run_status(runs["fine"]) == "done"
     rows = {r["label"]: r for r in csv.DictReader(open(study / "results.csv", encoding="utf-8"))}
-    assert rows["broken"]["status"] == "failed" and rows["broken"]["error"].startswith("error: data.eval[0]")
+    assert rows["broken"]["status"] == "failed" and rows["broken"]["error"].startswith("error: [bad-json] data.eval[0]")
     assert rows["fine"]["status"] == "done"
     assert "Failed runs:" in (study / "results.md").read_text()
 
