@@ -81,7 +81,7 @@ def _dry_run(plan: Any, registries: Any) -> int:
     from mmfw.sweep.runs import run_status
     from mmfw.sweep.study import model_facts
 
-    print(f"{len(plan.points)} point(s) x {len(plan.sweep.seeds)} seed(s) = {len(plan.runs)} run(s) in "
+    print(f"{len(plan.points) - len(plan.skipped)} point(s) x {len(plan.sweep.seeds)} seed(s) = {len(plan.runs)} run(s) in "
           f"{plan.study_dir}")
     facts: dict[int, dict[str, Any]] = {}
     for run in plan.runs:
@@ -110,6 +110,8 @@ def run(args: argparse.Namespace) -> int:
 
     registries = default_registries()
     plan = plan_study(args.target, registries, args.output_dir)
+    for point, problem in plan.skipped:
+        print(f"note: optional point {point.index} ({point.label}) left out: {problem}", file=sys.stderr)
     if args.dry_run:
         return _dry_run(plan, registries)
     from mmfw.sweep.executors import build_executor

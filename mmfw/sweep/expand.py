@@ -87,6 +87,8 @@ class StudyPlan:
     axes: list[str]
     points: list[Point]
     runs: list[Run] = field(default_factory=list)
+    skipped: list[tuple[Point, str]] = field(default_factory=list)
+    """Optional points left out, with their first problem."""
 
 
 def show_value(value: Any) -> str:
@@ -212,9 +214,14 @@ def plan_study(path: str | Path, registries: Registries, output_dir: str | Path 
     problems: list[str] = []
     seen: dict[str, str] = {}
     existing = _existing_runs(study_dir / RUNS_DIR)
+    unknown = sorted(set(sweep.optional) - {p.label for p in points})
+    if unknown:
+        problems.append(f"optional: {unknown} are not point labels ({[p.label for p in points]})")
     for point in points:
         tree = resolve_tree(base, point.overrides)
         prefix = f"point {point.index} ({point.label})"
+        found_before = len(problems)
+        runs_before = len(plan.runs)
         for j, seed in enumerate(sweep.seeds):
             run_tree = {**tree, "seed": seed, "output_dir": "__pending__",
                         "name": f"{tree.get('name', 'experiment')}-{slug(point.label)}-s{seed}"}
@@ -236,6 +243,10 @@ def plan_study(path: str | Path, registries: Registries, output_dir: str | Path 
                     problems.extend(_located(prefix, found, point, sweep))
                     break
             plan.runs.append(Run(point, seed, cfg, fp, run_dir))
+        if point.label in sweep.optional and len(problems) > found_before:
+            plan.skipped.append((point, problems[found_before].removeprefix(prefix + ": ")))
+            del problems[found_before:]
+            del plan.runs[runs_before:]
     problems.extend(shared_data_conflicts(plan.runs))
     if problems:
         raise ConfigError(problems, source=str(path))

@@ -77,6 +77,9 @@ class SweepConfig(StrictModel):
     higher_is_better: bool = True
     output_dir: str | None = None
     """Where the study lives (relative to the working directory); default ``runs/sweeps/<sweep file name>``."""
+    optional: list[str] = []
+    """Labels of points left out (with a note) when they do not validate, e.g. a point whose component comes from a
+    plugin that may not be installed. Every other point must validate."""
     executor: ExecutorSection = ExecutorSection()
     """The executor used without ``--executor`` and its settings, e.g. ``{type: slurm, partition: cpu}``."""
 

@@ -176,3 +176,19 @@ def test_shipped_studies_expand_and_validate(study: Path, monkeypatch: pytest.Mo
     plan = plan_study(study, registries)
     assert len(plan.runs) == len(plan.points) * len(plan.sweep.seeds) >= 4 and len(plan.sweep.seeds) >= 2
     assert all(r.config.training.max_steps <= 200 for r in plan.runs)
+
+
+def test_optional_points_are_left_out_when_they_do_not_validate(tmp_path: Path, base_file: Path,
+                                                                  registries) -> None:
+    body = {"base": base_file.name, "optional": ["plugin"],
+            "grid": {"model.connector": {"mlp": {"type": "mlp"}, "plugin": {"type": "not-installed"}}}}
+    plan = plan_study(write_sweep(tmp_path, body), registries)
+    assert [r.point.label for r in plan.runs] == ["mlp"]
+    assert [(p.label, msg.split(";")[0]) for p, msg in plan.skipped] == [
+        ("plugin", "model.connector.type: unknown type 'not-installed'")]
+    body["optional"] = ["mlp"]  # only the points named are optional
+    with pytest.raises(ConfigError, match=r"point 1 \(plugin\): model.connector.type: unknown type"):
+        plan_study(write_sweep(tmp_path, body), registries)
+    body["optional"] = ["plugn"]
+    with pytest.raises(ConfigError, match=r"optional: \['plugn'\] are not point labels"):
+        plan_study(write_sweep(tmp_path, body), registries)
