@@ -112,14 +112,15 @@ def run(args: argparse.Namespace) -> int:
     plan = plan_study(args.target, registries, args.output_dir)
     for point, problem in plan.skipped:
         print(f"note: optional point {point.index} ({point.label}) left out: {problem}", file=sys.stderr)
+    from mmfw.sweep.executors import build_executor
+
+    executor = build_executor(registries, plan.sweep.executor.model_dump(), args.executor, study_dir=plan.study_dir,
+                              parallel=args.parallel, source=args.target)  # settings checked before anything runs
     if args.dry_run:
         return _dry_run(plan, registries)
-    from mmfw.sweep.executors import build_executor
     from mmfw.sweep.report import write_report
     from mmfw.sweep.study import default_threads, run_study
 
-    executor = build_executor(registries, plan.sweep.executor.model_dump(), args.executor, study_dir=plan.study_dir,
-                              parallel=args.parallel, source=args.target)
     threads = args.threads or default_threads(args.parallel)
     total = len(plan.runs)
     seen = [0]

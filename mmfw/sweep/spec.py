@@ -22,6 +22,7 @@ value with another ``type`` replaces the whole component mapping.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -43,12 +44,13 @@ def _check_axes(axes: dict[str, Any], what: str) -> dict[str, Any]:
             raise ValueError(f"{what} key {key!r} is not a dotted config path (e.g. model.connector.depth)")
         if len(values) == 0:
             raise ValueError(f"{what}.{key}: an axis needs at least one value")
+        if isinstance(values, dict) and isinstance(values.get("type"), str):
+            raise ValueError(f"{what}.{key}: a single component mapping; an axis takes a list of values "
+                             "([{type: ...}, ...]) or a mapping of labels to values")
     return axes
 
 
 def _is_dotted(key: str) -> bool:
-    import re
-
     return bool(re.match(_KEY, key))
 
 

@@ -131,6 +131,7 @@ def test_every_point_is_validated_before_any_run(tmp_path: Path, base_file: Path
     ({"grid": {"seed": [1, 2]}}, "vary the seed with seeds:"),
     ({"seeds": [0, 0]}, "seeds: seeds repeat"),
     ({"metric": 3}, "metric: Input should be a valid string"),
+    ({"grid": {"model.connector": {"type": "mlp"}}}, "grid.model.connector: a single component mapping"),
 ])
 def test_sweep_file_errors_are_located(tmp_path: Path, base_file: Path, body: dict, expected: str) -> None:
     path = write_sweep(tmp_path, {"base": base_file.name, **body})
