@@ -74,3 +74,15 @@ def test_unknown_executor_and_bad_settings(tmp_path: Path, registries) -> None:
     assert sorted(err.value.problems) == ["executor.partiton: unknown key",
                                           "executor.timeout_min: Input should be greater than 0"]
     assert str(err.value).startswith("s.yaml: executor.")
+
+
+@pytest.mark.parametrize(("name", "module"), [("slurm", "submitit"), ("ray", "ray")])
+def test_a_missing_cluster_library_is_a_one_line_error(name: str, module: str, tmp_path: Path, registries,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, module, None)  # as if it were not installed: importing it raises ImportError
+    ex = build_executor(registries, {}, name, study_dir=tmp_path, parallel=1)
+    job = RunJob(run_dir=str(tmp_path / "run"), cwd=str(tmp_path))
+    with pytest.raises(ConfigError, match=rf'executor.type: {name} needs .*pip install "mmfw\[{name}\]"'):
+        ex.run([job], lambda job, outcome: True)

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from mmfw.config import ConfigError
 from mmfw.registry import component
 from mmfw.sweep.executors.base import ExecutorConfig, OnOutcome, SweepExecutor
 from mmfw.sweep.runs import RunJob, RunOutcome, execute_job
@@ -37,9 +38,7 @@ class RayExecutor(SweepExecutor):
         try:
             import ray
         except ImportError:
-            from mmfw.cli.common import CLIError
-
-            raise CLIError('--executor ray needs Ray: pip install "mmfw[ray]"') from None
+            raise ConfigError(['executor.type: ray needs Ray: pip install "mmfw[ray]"']) from None
         if ray.is_initialized():
             return ray, False
         kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}

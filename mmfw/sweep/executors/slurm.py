@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from mmfw.config import ConfigError
 from mmfw.registry import component
 from mmfw.sweep.executors.base import ExecutorConfig, OnOutcome, SweepExecutor
 from mmfw.sweep.runs import RunJob, RunOutcome, execute_job
@@ -42,9 +43,7 @@ class SlurmExecutor(SweepExecutor):
         try:
             import submitit
         except ImportError:
-            from mmfw.cli.common import CLIError
-
-            raise CLIError('--executor slurm needs submitit: pip install "mmfw[slurm]"') from None
+            raise ConfigError(['executor.type: slurm needs submitit: pip install "mmfw[slurm]"']) from None
         c = self.cfg
         ex = submitit.AutoExecutor(folder=str(c.folder or self.study_dir / "submitit"), cluster=c.cluster)
         params: dict[str, Any] = {"timeout_min": c.timeout_min, "cpus_per_task": threads, "name": "mmfw-sweep"}
