@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -35,10 +36,15 @@ OUTCOME = "outcome.json"
 FINAL_METRICS = "metrics.json"
 METRICS_LOG = "metrics.jsonl"
 
+_INTERRUPTED_CODES = (130, -signal.SIGINT, -signal.SIGTERM)
+"""Return codes of a training process stopped by Ctrl-C or SIGTERM (``mmfw train`` exits 130 on Ctrl-C)."""
+
 STATUSES = ("done", "running", "failed", "interrupted", "pending")
 
 _LIVE: set[subprocess.Popen] = set()
 _LIVE_LOCK = threading.Lock()
+_STOPPING = threading.Event()
+"""Set by :func:`terminate_live_jobs`: the processes it stops are interrupted runs, not failed ones."""
 
 
 @dataclass(frozen=True)
@@ -66,7 +72,7 @@ class RunOutcome:
     """How one job ended."""
 
     status: str
-    """``done``, ``failed`` or ``skipped`` (not started, after ``--fail-fast``)."""
+    """``done``, ``failed`` or ``interrupted`` (stopped by the sweep itself: not recorded as failed)."""
     returncode: int | None = None
     error: str | None = None
     wall_s: float | None = None
@@ -115,6 +121,11 @@ def execute_job(job: RunJob) -> RunOutcome:
                 proc.terminate()
                 proc.wait()
     wall = time.perf_counter() - start
+    stopped = proc.returncode in _INTERRUPTED_CODES or (_STOPPING.is_set() and proc.returncode != 0)
+    if stopped:  # Ctrl-C, SIGTERM, or the sweep stopping it: an interrupted run, which resumes next time
+        (run_dir / RUNNING).unlink(missing_ok=True)
+        return RunOutcome(status="interrupted", returncode=proc.returncode, wall_s=round(wall, 2), threads=job.threads,
+                          host=host)
     done = proc.returncode == 0 and (run_dir / FINAL_METRICS).exists()
     outcome = RunOutcome(status="done" if done else "failed", returncode=proc.returncode,
                          error=None if done else _error_line(run_dir / TRAIN_LOG), wall_s=round(wall, 2),
@@ -126,6 +137,7 @@ def execute_job(job: RunJob) -> RunOutcome:
 
 def terminate_live_jobs() -> None:
     """Stop every training process this process started (on Ctrl-C / SIGTERM of the sweep)."""
+    _STOPPING.set()
     with _LIVE_LOCK:
         procs = list(_LIVE)
     for proc in procs:

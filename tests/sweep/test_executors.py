@@ -86,3 +86,25 @@ def test_a_missing_cluster_library_is_a_one_line_error(name: str, module: str, t
     job = RunJob(run_dir=str(tmp_path / "run"), cwd=str(tmp_path))
     with pytest.raises(ConfigError, match=rf'executor.type: {name} needs .*pip install "mmfw\[{name}\]"'):
         ex.run([job], lambda job, outcome: True)
+
+
+@pytest.mark.parametrize(("code", "status"), [(130, "interrupted"), (3, "failed"), (0, "failed")])
+def test_execute_job_tells_failed_from_interrupted(code: int, status: str, tmp_path: Path) -> None:
+    """A run stopped by Ctrl-C / SIGTERM resumes next time; any other non-zero exit (or no metrics.json) failed."""
+    import json
+
+    from mmfw.sweep.runs import execute_job, run_status
+
+    fake = tmp_path / "python"  # stands in for the interpreter that would run `mmfw train`
+    fake.write_text(f"#!/bin/sh\necho 'error: data.train[0].path: boom'\nexit {code}\n")
+    fake.chmod(0o755)
+    run = tmp_path / "run"
+    run.mkdir()
+    outcome = execute_job(RunJob(run_dir=str(run), cwd=str(tmp_path), python=str(fake)))
+    assert outcome.status == status and outcome.returncode == code
+    assert not (run / "running.json").exists()
+    if status == "failed":
+        assert json.loads((run / "outcome.json").read_text())["error"] == "error: data.train[0].path: boom"
+        assert run_status(run) == "failed"
+    else:
+        assert not (run / "outcome.json").exists() and run_status(run) == "pending"
