@@ -17,6 +17,9 @@ def mmfw_register_components(registries: Registries) -> None:
     from mmfw.encoders.eva02 import EVA02VisionEncoder
     from mmfw.encoders.open_clip import OpenCLIPVisionEncoder
     from mmfw.encoders.siglip import SiglipVisionEncoder
+    from mmfw.executors.local import LocalExecutor
+    from mmfw.executors.ray import RayExecutor
+    from mmfw.executors.slurm import SlurmExecutor
     from mmfw.image_strategies.anyres import AnyresStrategy
     from mmfw.image_strategies.pad import PadStrategy
     from mmfw.image_strategies.resize import ResizeStrategy
@@ -33,3 +36,5 @@ def mmfw_register_components(registries: Registries) -> None:
         registries.llms.register(cls)
     for cls in (ResizeStrategy, PadStrategy, AnyresStrategy):
         registries.image_strategies.register(cls)
+    for cls in (LocalExecutor, SlurmExecutor, RayExecutor):
+        registries.executors.register(cls)

@@ -77,6 +77,10 @@ def _add_synth_arguments(s: argparse.ArgumentParser) -> None:
                    f"image that answers them ({', '.join(extra)})")
     s.add_argument("--train-task-weights", nargs="+", default=[], type=_task_weight, metavar="TASK=WEIGHT",
                    help="relative share of each task among the training images, e.g. count=2 (others: 1)")
+    s.add_argument("--width", type=int, default=fields["width"].default, metavar="PX",
+                   help="image width (default --image-size: square); --image-size is then the height")
+    s.add_argument("--shape-scale", type=float, default=fields["shape_scale"].default, metavar="F",
+                   help="factor on every shape size, 0.25 to 1 (small shapes: fine detail matters)")
 
 
 def _task_weight(text: str) -> tuple[str, float]:
@@ -92,7 +96,7 @@ def _task_weight(text: str) -> tuple[str, float]:
 
 _SYNTH_FLAGS = {"num_train": "--num-train", "num_eval": "--num-eval", "image_size": "--image-size",
                 "tasks": "--tasks", "extra_train_questions": "--extra-train-questions",
-                "train_task_weights": "--train-task-weights"}
+                "train_task_weights": "--train-task-weights", "width": "--width", "shape_scale": "--shape-scale"}
 
 
 def _check_synth_args(args: argparse.Namespace) -> None:
@@ -103,7 +107,8 @@ def _check_synth_args(args: argparse.Namespace) -> None:
         SyntheticDataConfig(out_dir=args.out, num_train=args.num_train, num_eval=args.num_eval,
                             image_size=args.image_size, seed=args.seed, tasks=args.tasks,
                             extra_train_questions=args.extra_train_questions,
-                            train_task_weights=dict(args.train_task_weights))
+                            train_task_weights=dict(args.train_task_weights), width=args.width,
+                            shape_scale=args.shape_scale)
     except ValidationError as err:
         lines = []
         for e in err.errors():
@@ -134,7 +139,8 @@ def run_synth(args: argparse.Namespace) -> int:
     paths = generate_synthetic_vqa(args.out, num_train=args.num_train, num_eval=args.num_eval,
                                    image_size=args.image_size, seed=args.seed, tasks=args.tasks,
                                    extra_train_questions=args.extra_train_questions,
-                                   train_task_weights=dict(args.train_task_weights))
+                                   train_task_weights=dict(args.train_task_weights), width=args.width,
+                                   shape_scale=args.shape_scale)
     print(f"wrote {paths.train} and {paths.eval} (images in {paths.images})")
     return 0
 

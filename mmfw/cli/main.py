@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "mmfw.cli.merge",
     "mmfw.cli.plot",
     "mmfw.cli.eval",
+    "mmfw.cli.sweep",
 )
 
 EXPECTED_ERRORS = (MMFWError, CLIError, FileNotFoundError)

@@ -129,6 +129,11 @@ class SyntheticDataConfig(StrictModel):
     train_task_weights: dict[Literal["color", "shape", "position", "count"], Annotated[float, Field(gt=0)]] = {}
     """Relative share of each task among the training images (tasks not named: 1); ``{count: 2}`` makes count
     scenes two in five of four tasks. The eval split stays balanced."""
+    width: int | None = Field(None, ge=32)
+    """Image width in pixels; default ``image_size`` (square). With a width, ``image_size`` is the height: wide or
+    tall scenes, on which image strategies (resize, pad, anyres) see different things."""
+    shape_scale: float = Field(1.0, ge=0.25, le=1)
+    """Factor on every shape's size (relative to the shorter side): small shapes make fine detail matter."""
 
     @model_validator(mode="after")
     def _weighted_tasks(self) -> SyntheticDataConfig:

@@ -53,6 +53,10 @@ KINDS: tuple[ComponentKind, ...] = (
 KIND: dict[str, ComponentKind] = {k.key: k for k in KINDS}
 """The kinds by ``key``."""
 
+OTHER_REGISTRIES: dict[str, str] = {"executors": "sweep executor"}
+"""Registries of pluggable parts that are not model components (attribute: label): where ``mmfw sweep`` runs its
+jobs (:mod:`mmfw.executors`)."""
+
 
 class Registries:
     """Every registry, one per component kind (``registries.vision_encoders``...). Passed to whatever needs to
@@ -61,6 +65,8 @@ class Registries:
     def __init__(self) -> None:
         for kind in KINDS:
             setattr(self, kind.registry, Registry(kind.label))
+        for name, label in OTHER_REGISTRIES.items():
+            setattr(self, name, Registry(label))
         self.plugin_failures: dict[str, str] = {}
         """Plugins that failed to load or to register (``"dist:entry-point"`` -> the error); their components are
         not available, everything else is."""
@@ -74,8 +80,9 @@ class Registries:
         return getattr(self, (KIND[kind] if isinstance(kind, str) else kind).registry)
 
     def kinds(self) -> dict[str, Registry]:
-        """``{registry attribute: registry}`` for every kind, in :data:`KINDS` order."""
-        return {k.registry: getattr(self, k.registry) for k in KINDS}
+        """``{registry attribute: registry}`` for every kind, in :data:`KINDS` order, then :data:`OTHER_REGISTRIES`."""
+        return {**{k.registry: getattr(self, k.registry) for k in KINDS},
+                **{name: getattr(self, name) for name in OTHER_REGISTRIES}}
 
     def __iter__(self) -> Iterator[tuple[ComponentKind, Registry]]:
         return iter([(k, self.of(k)) for k in KINDS])

@@ -171,12 +171,15 @@ def _paths(out_dir: str | Path) -> SynthPaths:
     return SynthPaths(root=root, train=root / "train.json", eval=root / "eval.json", images=root / "images")
 
 
-def render_scene(shapes: Sequence[ShapeSpec], background: tuple[int, int, int], image_size: int) -> Image.Image:
-    """Draw ``shapes`` (without anti-aliasing) on a plain ``background`` and return an RGB image.
+def render_scene(shapes: Sequence[ShapeSpec], background: tuple[int, int, int],
+                 image_size: int | tuple[int, int]) -> Image.Image:
+    """Draw ``shapes`` (without anti-aliasing) on a plain ``background`` and return an RGB image of side
+    ``image_size`` (or ``(width, height)``).
 
     Every shape stays inside its bounding box ``[x0, x0 + size) x [y0, y0 + size)``.
     """
-    img = Image.new("RGB", (image_size, image_size), background)
+    size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+    img = Image.new("RGB", size, background)
     draw = ImageDraw.Draw(img)
     for s in shapes:
         fill = COLORS[s.color]
@@ -228,28 +231,48 @@ def _weighted(rng: np.random.Generator, values: Sequence[str], weights: Sequence
     return [out[i] for i in rng.permutation(n)]
 
 
+@dataclass(frozen=True)
+class _Canvas:
+    """Image width and height, and the factor applied to every shape size (``shape_scale``)."""
+
+    width: int
+    height: int
+    scale: float = 1.0
+
+    @property
+    def side(self) -> float:
+        """The length shape sizes are relative to: the shorter side, scaled."""
+        return min(self.width, self.height) * self.scale
+
+
+def _canvas(image_size: int | _Canvas) -> _Canvas:
+    return image_size if isinstance(image_size, _Canvas) else _Canvas(image_size, image_size)
+
+
 def _single_shape(
-    rng: np.random.Generator, image_size: int, shape: str, color: str, lo: float = 0.5, hi: float = 0.8
+    rng: np.random.Generator, image_size: int | _Canvas, shape: str, color: str, lo: float = 0.5, hi: float = 0.8
 ) -> ShapeSpec:
-    size = int(rng.integers(round(lo * image_size), round(hi * image_size) + 1))
-    x0 = int(rng.integers(0, image_size - size + 1))
-    y0 = int(rng.integers(0, image_size - size + 1))
+    c = _canvas(image_size)
+    size = int(rng.integers(max(1, round(lo * c.side)), max(1, round(hi * c.side)) + 1))
+    x0 = int(rng.integers(0, c.width - size + 1))
+    y0 = int(rng.integers(0, c.height - size + 1))
     return ShapeSpec(shape, color, x0, y0, size)
 
 
-def _quadrant_shape(rng: np.random.Generator, image_size: int, position: str, shape: str, color: str,
+def _quadrant_shape(rng: np.random.Generator, image_size: int | _Canvas, position: str, shape: str, color: str,
                     lo: float = 0.2, hi: float = 0.35) -> ShapeSpec:
     """A shape lying entirely inside the given quadrant, at least ``_GAP`` pixels away from the mid lines; its side
-    is ``lo`` to ``hi`` of the image side (at most what the quadrant holds)."""
-    half = image_size // 2
-    max_size = half - _GAP
-    size = int(rng.integers(min(max_size, max(4, round(lo * image_size))), min(max_size, round(hi * image_size)) + 1))
+    is ``lo`` to ``hi`` of the (shorter, scaled) image side, at most what the quadrant holds."""
+    c = _canvas(image_size)
+    half_w, half_h = c.width // 2, c.height // 2
+    max_size = min(half_w, half_h) - _GAP
+    size = int(rng.integers(min(max_size, max(4, round(lo * c.side))), min(max_size, max(4, round(hi * c.side))) + 1))
     # Offsets inside the quadrant [0, half - _GAP - size]; the far side leaves a _GAP margin to the mid line.
-    ox = int(rng.integers(0, half - _GAP - size + 1))
-    oy = int(rng.integers(0, half - _GAP - size + 1))
+    ox = int(rng.integers(0, half_w - _GAP - size + 1))
+    oy = int(rng.integers(0, half_h - _GAP - size + 1))
     vertical, horizontal = position.split()
-    x0 = ox if horizontal == "left" else image_size - half + _GAP + ox
-    y0 = oy if vertical == "top" else image_size - half + _GAP + oy
+    x0 = ox if horizontal == "left" else c.width - half_w + _GAP + ox
+    y0 = oy if vertical == "top" else c.height - half_h + _GAP + oy
     return ShapeSpec(shape, color, x0, y0, size)
 
 
@@ -261,13 +284,13 @@ def _rand_color(rng: np.random.Generator) -> str:
     return _COLOR_NAMES[int(rng.integers(len(_COLOR_NAMES)))]
 
 
-def _count_shapes(rng: np.random.Generator, image_size: int, n: int) -> list[ShapeSpec]:
+def _count_shapes(rng: np.random.Generator, image_size: int | _Canvas, n: int) -> list[ShapeSpec]:
     """``n`` shapes with random type/colour, each nearly filling a different quadrant (chosen at random)."""
     quadrants = [POSITIONS[int(q)] for q in rng.permutation(len(POSITIONS))[:n]]
     return [_quadrant_shape(rng, image_size, q, _rand_shape(rng), _rand_color(rng), lo=0.4, hi=0.5) for q in quadrants]
 
 
-def _make_scene(rng: np.random.Generator, task: str, answer: str, image_size: int) -> list[ShapeSpec]:
+def _make_scene(rng: np.random.Generator, task: str, answer: str, image_size: int | _Canvas) -> list[ShapeSpec]:
     if task == "color":
         return [_single_shape(rng, image_size, _rand_shape(rng), answer)]
     if task == "shape":
@@ -290,14 +313,15 @@ def _side(lo: int, hi: int, image_size: int, near: str, far: str) -> str | None:
     return None
 
 
-def _quadrant_of(s: ShapeSpec, image_size: int) -> str | None:
+def _quadrant_of(s: ShapeSpec, image_size: int | _Canvas) -> str | None:
     """The quadrant ``s`` lies entirely inside, at least ``_GAP`` pixels from the mid lines, else ``None``."""
-    horizontal = _side(s.x0, s.x1, image_size, "left", "right")
-    vertical = _side(s.y0, s.y1, image_size, "top", "bottom")
+    c = _canvas(image_size)
+    horizontal = _side(s.x0, s.x1, c.width, "left", "right")
+    vertical = _side(s.y0, s.y1, c.height, "top", "bottom")
     return f"{vertical} {horizontal}" if horizontal and vertical else None
 
 
-def _scene_answers(s: ShapeSpec, image_size: int, tasks: Sequence[str]) -> dict[str, str]:
+def _scene_answers(s: ShapeSpec, image_size: int | _Canvas, tasks: Sequence[str]) -> dict[str, str]:
     """The questions of ``tasks`` that a one-shape scene answers unambiguously: colour, shape and, when the shape lies
     inside one quadrant, position."""
     out = {"color": s.color, "shape": s.shape}
@@ -312,7 +336,7 @@ def _generate_split(
     n: int,
     rng: np.random.Generator,
     root: Path,
-    image_size: int,
+    image_size: int | _Canvas,
     tasks: Sequence[str],
     extra_questions: Sequence[str] = (),
     task_weights: dict[str, float] | None = None,
@@ -333,7 +357,8 @@ def _generate_split(
         background = _background(rng)
         shapes = _make_scene(rng, task, answer, image_size)
         rel = f"images/{split}_{i:06d}.png"
-        render_scene(shapes, background, image_size).save(root / rel, format="PNG", compress_level=_PNG_COMPRESS_LEVEL)
+        c = _canvas(image_size)
+        render_scene(shapes, background, (c.width, c.height)).save(root / rel, format="PNG", compress_level=_PNG_COMPRESS_LEVEL)
         turns = [(question, answer)]
         if extra_questions and task != "count":
             # The extra questions this single-shape scene answers, in random order after the balanced one.
@@ -358,7 +383,7 @@ def _write_text_atomic(path: Path, text: str) -> None:
 
 def _meta(
     num_train: int, num_eval: int, image_size: int, seed: int, tasks: Sequence[str], extra: Sequence[str],
-    weights: dict[str, float],
+    weights: dict[str, float], width: int | None = None, shape_scale: float = 1.0,
 ) -> dict[str, Any]:
     meta = {
         "generator_version": GENERATOR_VERSION,
@@ -372,6 +397,10 @@ def _meta(
         meta["extra_train_questions"] = list(extra)
     if weights:
         meta["train_task_weights"] = {t: float(w) for t, w in sorted(weights.items())}
+    if width is not None and width != image_size:
+        meta["width"] = int(width)
+    if shape_scale != 1:
+        meta["shape_scale"] = float(shape_scale)
     return meta
 
 
@@ -392,7 +421,12 @@ def _task_weights(weights: dict[str, float] | None, tasks: Sequence[str]) -> dic
     return {t: float(w) for t, w in weights.items() if w != 1}
 
 
-def _validate(num_train: int, num_eval: int, image_size: int, tasks: Sequence[str], extra: Sequence[str]) -> None:
+def _validate(num_train: int, num_eval: int, image_size: int, tasks: Sequence[str], extra: Sequence[str],
+              width: int | None = None, shape_scale: float = 1.0) -> None:
+    if width is not None and width < _MIN_IMAGE_SIZE:
+        raise ValueError(f"width must be >= {_MIN_IMAGE_SIZE}, got {width}")
+    if not 0.25 <= shape_scale <= 1:
+        raise ValueError(f"shape_scale must be in [0.25, 1], got {shape_scale}")
     if isinstance(extra, str):
         raise TypeError("extra_train_questions must be a sequence of task names, not a string")
     bad = [t for t in extra if t not in EXTRA_QUESTION_TASKS]
@@ -420,6 +454,8 @@ def generate_synthetic_vqa(
     tasks: Sequence[str] = TASKS,
     extra_train_questions: Sequence[str] = (),
     train_task_weights: dict[str, float] | None = None,
+    width: int | None = None,
+    shape_scale: float = 1.0,
 ) -> SynthPaths:
     """Generate the synthetic VQA dataset into ``out_dir`` (always regenerates; see :func:`ensure_synthetic_vqa`).
 
@@ -435,13 +471,18 @@ def generate_synthetic_vqa(
             random order; position only when the shape lies inside one quadrant. The eval split keeps one question.
         train_task_weights: Relative share of each task among the training images (tasks not named: 1), e.g.
             ``{"count": 2}`` makes count scenes two in five with four tasks; the eval split stays balanced.
+        width: Image width in pixels (default ``image_size``: square images); ``image_size`` is then the height.
+            Quadrants are the four halves-by-halves of the wide (or tall) image.
+        shape_scale: Factor on every shape size (sizes are relative to the shorter side): small shapes make
+            fine detail matter, e.g. for comparing image strategies on wide images.
 
     Returns:
         The dataset's :class:`SynthPaths`.
     """
     tasks, extra = _dedupe(tasks), _dedupe(extra_train_questions)
-    _validate(num_train, num_eval, image_size, tasks, extra)
+    _validate(num_train, num_eval, image_size, tasks, extra, width, shape_scale)
     weights = _task_weights(train_task_weights, tasks)
+    canvas = _Canvas(width or image_size, image_size, float(shape_scale))
     paths = _paths(out_dir)
     paths.images.mkdir(parents=True, exist_ok=True)
     meta_path = paths.root / "synth_meta.json"
@@ -457,9 +498,9 @@ def generate_synthetic_vqa(
         rng = np.random.default_rng([int(seed), stream])
         train = split == "train"
         asked = [t for t in extra if t in tasks] if train else []
-        records = _generate_split(split, n, rng, paths.root, image_size, tasks, asked, weights if train else None)
+        records = _generate_split(split, n, rng, paths.root, canvas, tasks, asked, weights if train else None)
         _write_text_atomic(json_path, json.dumps(records, indent=1) + "\n")
-    meta = _meta(num_train, num_eval, image_size, seed, tasks, extra, weights)
+    meta = _meta(num_train, num_eval, image_size, seed, tasks, extra, weights, width, shape_scale)
     _write_text_atomic(meta_path, json.dumps(meta, indent=2, sort_keys=True) + "\n")
     logger.info(
         "generated synthetic VQA in %s: %d train + %d eval images (%dpx, tasks=%s) in %.1fs",
@@ -482,6 +523,8 @@ def ensure_synthetic_vqa(
     tasks: Sequence[str] = TASKS,
     extra_train_questions: Sequence[str] = (),
     train_task_weights: dict[str, float] | None = None,
+    width: int | None = None,
+    shape_scale: float = 1.0,
 ) -> SynthPaths:
     """Return the dataset in ``out_dir``, generating it only if it is missing or was made with other arguments.
 
@@ -489,11 +532,11 @@ def ensure_synthetic_vqa(
     arguments equal the requested ones; otherwise :func:`generate_synthetic_vqa` is called.
     """
     tasks, extra = _dedupe(tasks), _dedupe(extra_train_questions)
-    _validate(num_train, num_eval, image_size, tasks, extra)
+    _validate(num_train, num_eval, image_size, tasks, extra, width, shape_scale)
     weights = _task_weights(train_task_weights, tasks)
     paths = _paths(out_dir)
     meta_path = paths.root / "synth_meta.json"
-    wanted = _meta(num_train, num_eval, image_size, seed, tasks, extra, weights)
+    wanted = _meta(num_train, num_eval, image_size, seed, tasks, extra, weights, width, shape_scale)
     if paths.train.is_file() and paths.eval.is_file() and meta_path.is_file():
         try:
             stored = json.loads(meta_path.read_text(encoding="utf-8"))
@@ -504,4 +547,5 @@ def ensure_synthetic_vqa(
             return paths
         logger.info("synthetic VQA in %s was generated with other arguments; regenerating", paths.root)
     return generate_synthetic_vqa(out_dir, num_train, num_eval, image_size=image_size, seed=seed, tasks=tasks,
-                                  extra_train_questions=extra, train_task_weights=weights)
+                                  extra_train_questions=extra, train_task_weights=weights, width=width,
+                                  shape_scale=shape_scale)
