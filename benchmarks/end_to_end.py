@@ -158,6 +158,7 @@ def run(smoke: bool, repeats: int, ws: Any, regs: Any, sizes: Sizes, threads: in
                                 "hf_dir": str(ws.root / "e2e-hf")}))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).resolve().parents[1]),
                                                         os.environ.get("PYTHONPATH", "")]))
+    repeats = min(repeats, 3)  # whole training runs: at most 3 per side
     results: dict[str, list[dict[str, Any]]] = {"mmfw": [], "transformers": []}
     for r in range(repeats):
         for side in ("mmfw", "transformers") if r % 2 == 0 else ("transformers", "mmfw"):
@@ -193,7 +194,7 @@ def run(smoke: bool, repeats: int, ws: Any, regs: Any, sizes: Sizes, threads: in
                        "process_s_min": min(x["process_seconds"] for x in runs)}
     sides["mmfw"]["steps"] = sides["mmfw"]["curve"][-1][0]
     sides["transformers"]["steps"] = math.ceil(len(items) / bs)
-    return {"name": "end_to_end", "samples": len(items), "real_tokens": real, "padded_batch_size": bs,
+    return {"name": "end_to_end", "repeats": repeats, "samples": len(items), "real_tokens": real, "padded_batch_size": bs,
             "packed_rows_per_step": rows, "pack_length": max_length, "eval_loss_at_init": init, "sides": sides,
             "speedup_min": sides["transformers"]["s_min"] / sides["mmfw"]["s_min"],
             "speedup_median": sides["transformers"]["s_median"] / sides["mmfw"]["s_median"]}

@@ -78,7 +78,7 @@ IMPLEMENTATIONS = {"mmfw": mmfw_splice, "transformers": transformers_masked_scat
 def run(smoke: bool, repeats: int, **_: Any) -> dict[str, Any]:
     patches, dim = (16, 64) if smoke else (576, 1024)
     batches = (1, 2) if smoke else (1, 2, 4, 8, 16)
-    inner = 2 if smoke else 20
+    inner = 2 if smoke else 10
     rows = []
     for batch in batches:
         x = inputs(batch, patches, dim)
