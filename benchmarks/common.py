@@ -99,16 +99,22 @@ def count_flops(fn: Callable[[], Any]) -> int:
     return int(counter.get_total_flops())
 
 
-def matmul_peak(n: int = 1024, seconds: float = 0.5) -> float:
-    """FLOP/s of a square fp32 matmul on this process's threads: the best of repeated calls over ``seconds``."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    torch.mm(a, b)
-    best, end = float("inf"), time.perf_counter() + seconds
-    while time.perf_counter() < end:
-        start = time.perf_counter()
+def matmul_peak(sizes: tuple[int, ...] = (256, 512, 1024), seconds: float = 0.5) -> dict[int, float]:
+    """FLOP/s of square fp32 matmuls on this process's threads, per size: the best call within ``seconds`` each.
+
+    The peak of an MFU is the largest of them (small matmuls stay in cache; on a shared machine large ones lose
+    more to the neighbours' memory traffic)."""
+    out = {}
+    for n in sizes:
+        a, b = torch.randn(n, n), torch.randn(n, n)
         torch.mm(a, b)
-        best = min(best, time.perf_counter() - start)
-    return 2 * n**3 / best
+        best, end = float("inf"), time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            start = time.perf_counter()
+            torch.mm(a, b)
+            best = min(best, time.perf_counter() - start)
+        out[n] = 2 * n**3 / best
+    return out
 
 
 def check_close(what: str, a: torch.Tensor, b: torch.Tensor, atol: float, rtol: float = 0.0) -> float:

@@ -41,7 +41,8 @@ def step(r: dict[str, Any]) -> list[str]:
     out = [f"Batch {r['batch'][0]} x {r['batch'][1]} tokens (right-padded, {r['real_tokens']} real). Checked: loss "
            f"{c['loss_mmfw']:.6f} vs {c['loss_transformers']:.6f} (1e-5 relative), {c['grad_tensors']} gradient "
            f"tensors, largest difference {c['max_grad_rel_diff']:.2g} of the tensor's largest gradient (limit 1e-4). "
-           f"Matmul peak in this process: {r['matmul_peak_gflops']:.1f} GFLOP/s.", "",
+           f"Matmul peak in this process: {r['matmul_peak_gflops']:.1f} GFLOP/s (fp32 `torch.mm`, best of sizes "
+           + ", ".join(f"{n}: {v:.0f}" for n, v in r["matmul_gflops_by_size"].items()) + ").", "",
            "| side | s/step min / median | counted GFLOP (fwd + bwd) | CPU MFU (min time) | real tokens/s |",
            "|---|---:|---:|---:|---:|"]
     for name, s in r["sides"].items():

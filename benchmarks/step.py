@@ -5,7 +5,8 @@ its trainer's: logits only at supervised positions (``logit_positions``), float3
 the supervised tokens. transformers' step is ``model(..., labels=labels).loss``. Checked before timing: the losses
 (1e-5 relative) and every parameter's gradient (1e-4 of the largest gradient of that tensor plus 1e-6) agree.
 CPU MFU = FLOPs counted by ``torch.utils.flop_counter.FlopCounterMode`` for one step / step time / the matmul peak
-measured in this process (fp32 1024^2 ``torch.mm``).
+measured in this process (the best fp32 square ``torch.mm`` of 256, 512 and 1024, before and after the timed
+steps).
 """
 
 from __future__ import annotations
@@ -95,12 +96,16 @@ def run(smoke: bool, repeats: int, ws: Any, regs: Any, sizes: Sizes, **_: Any) -
     flops = {name: count_flops(lambda name=name: losses[name]().backward()) for name in losses}
     vlm.zero_grad(set_to_none=True)
     hf.zero_grad(set_to_none=True)
-    peak = matmul_peak(256 if smoke else 1024, 0.2 if smoke else 1.0)
+    window = 0.1 if smoke else 0.5
+    before = matmul_peak(seconds=window)
     t = interleaved({name: step(name) for name in losses}, repeats)
-    peak = max(peak, matmul_peak(256 if smoke else 1024, 0.2 if smoke else 1.0))  # peak after the runs too
+    after = matmul_peak(seconds=window)  # the best of before and after the runs, per size
+    peaks = {n: max(before[n], after[n]) for n in before}
+    peak = max(peaks.values())
     real = int(batch["attention_mask"].sum())
     out: dict[str, Any] = {"name": "step", "batch": list(batch["input_ids"].shape), "real_tokens": real,
-                           "checks": checks, "matmul_peak_gflops": peak / 1e9, "sides": {}}
+                           "checks": checks, "matmul_peak_gflops": peak / 1e9,
+                           "matmul_gflops_by_size": {n: v / 1e9 for n, v in peaks.items()}, "sides": {}}
     for name in losses:
         out["sides"][name] = {"s_min": t[name]["min"], "s_median": t[name]["median"], "gflop": flops[name] / 1e9,
                               "mfu_min": flops[name] / t[name]["min"] / peak,
