@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,8 +16,22 @@ from benchmarks.fusion import IMAGE_TOKEN, IMPLEMENTATIONS, inputs
 from benchmarks.render import END, START, update_docs
 
 
+@pytest.fixture
+def restore_threads() -> Iterator[None]:
+    """The suite pins threads process-wide: give the other tests of this worker their settings back."""
+    threads, env = torch.get_num_threads(), {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS",
+                                                                               "OPENBLAS_NUM_THREADS")}
+    yield
+    torch.set_num_threads(threads)
+    for key, value in env.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
 @pytest.mark.slow
-def test_smoke_run_checks_every_comparison_and_renders(tmp_path: Path) -> None:
+def test_smoke_run_checks_every_comparison_and_renders(tmp_path: Path, restore_threads: None) -> None:
     docs = tmp_path / "performance.md"
     docs.write_text(f"# Performance\n\nintro\n\n{START}\nold tables\n{END}\n\n## Other section\n\nkept\n")
     out = tmp_path / "results.json"
