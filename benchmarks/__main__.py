@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import shlex
 import sys
 import tempfile
@@ -11,7 +12,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-BENCHMARKS = ("fusion", "step", "generation", "preprocessing", "end_to_end")
+BENCHMARKS = ("fusion", "step", "generation", "preprocessing", "end_to_end", "end_to_end_skewed")
+SMOKE_DEFAULT = BENCHMARKS[:-1]  # the skewed end-to-end run is the same code on other data: not in the smoke run
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "performance.md"
 
 
@@ -22,6 +24,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, help="interleaved timed repeats (default 1 with --smoke, else 5)")
     p.add_argument("--threads", type=int, default=1, help="torch / OpenMP / MKL threads (default 1)")
     p.add_argument("--out", type=Path, help="write the results as JSON here")
+    p.add_argument("--merge", type=Path, metavar="RESULTS",
+                   help="start from these saved results: benchmarks run now replace theirs, the others are kept")
     p.add_argument("--render", action="store_true", help=f"write the tables into {DOCS.relative_to(DOCS.parents[1])}")
     p.add_argument("--docs", type=Path, default=DOCS, help=argparse.SUPPRESS)
     return p.parse_args(argv)
@@ -42,14 +46,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     results: dict[str, Any] = {"command": command.strip(), "smoke": args.smoke, "repeats": repeats,
                                "machine": machine(), "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
                                "sizes": vars(sizes), "benchmarks": {}}
+    if args.merge:
+        saved = json.loads(args.merge.read_text())
+        for entry in saved["benchmarks"].values():  # each kept benchmark remembers the run that measured it
+            entry.setdefault("measured", {k: saved[k] for k in ("command", "started", "machine")})
+        results["benchmarks"] = saved["benchmarks"]
     regs = registries()
     with tempfile.TemporaryDirectory(prefix="mmfw-bench-") as tmp:
         ws = Workspace.create(Path(tmp), num_train, synth_px, vocab)
-        for name in args.only or BENCHMARKS:
+        for name in args.only or (SMOKE_DEFAULT if args.smoke else BENCHMARKS):
             start = time.perf_counter()
             module = importlib.import_module(f"benchmarks.{name}")
             out = module.run(smoke=args.smoke, repeats=repeats, ws=ws, regs=regs, sizes=sizes, threads=args.threads)
             out["wall_s"] = time.perf_counter() - start
+            if args.merge:
+                out["measured"] = {k: results[k] for k in ("command", "started", "machine")}
             results["benchmarks"][name] = out
             print(f"{name}: done in {out['wall_s']:.1f} s", file=sys.stderr)
     results["finished"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")

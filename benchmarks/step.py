@@ -41,7 +41,7 @@ def mmfw_loss(vlm: Any, batch: dict[str, Any]) -> torch.Tensor:
 
 def hf_loss(hf: Any, batch: dict[str, Any]) -> torch.Tensor:
     return hf(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-              pixel_values=batch["pixel_values"], labels=batch["labels"], use_cache=False).loss
+              pixel_values=batch.get("pixel_values"), labels=batch["labels"], use_cache=False).loss
 
 
 def hf_name(key: str) -> str:
