@@ -36,7 +36,7 @@ def test_smoke_run_checks_every_comparison_and_renders(tmp_path: Path, restore_t
     docs.write_text(f"# Performance\n\nintro\n\n{START}\nold tables\n{END}\n\n## Other section\n\nkept\n")
     out = tmp_path / "results.json"
     results = main(["--smoke", "--out", str(out), "--render", "--docs", str(docs)])
-    assert json.loads(out.read_text())["benchmarks"].keys() == set(BENCHMARKS)
+    assert json.loads(out.read_text())["benchmarks"].keys() == set(BENCHMARKS) - {"end_to_end_skewed"}
     b = results["benchmarks"]
     assert results["machine"]["threads"] == 1 and results["command"].startswith("python -m benchmarks --smoke")
     # every comparison checked its two sides before timing (a failed check raises instead of returning)
@@ -52,6 +52,11 @@ def test_smoke_run_checks_every_comparison_and_renders(tmp_path: Path, restore_t
     text = docs.read_text()
     assert "old tables" not in text and "## Other section\n\nkept" in text and "intro" in text
     assert "### Against the targets" in text and "### End to end" in text and "torch " + torch.__version__ in text
+
+    merged = main(["--smoke", "--only", "fusion", "--merge", str(out), "--out", str(tmp_path / "merged.json")])
+    assert merged["benchmarks"].keys() == set(BENCHMARKS) - {"end_to_end_skewed"}
+    assert merged["benchmarks"]["step"]["measured"]["command"] == results["command"]  # kept, with its own command
+    assert merged["benchmarks"]["fusion"]["measured"]["command"] == merged["command"]  # measured again
 
 
 def test_fusion_implementations_agree_with_several_images_per_row() -> None:
