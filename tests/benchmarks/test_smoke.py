@@ -1,0 +1,96 @@
+"""The benchmark suite runs end to end at smoke sizes (so it cannot rot), and its checks and renderer do their job."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from benchmarks.__main__ import BENCHMARKS, main
+from benchmarks.common import CheckFailed, OpCounter, check_close, interleaved
+from benchmarks.fusion import IMAGE_TOKEN, IMPLEMENTATIONS, inputs
+from benchmarks.render import END, START, update_docs
+
+
+@pytest.fixture
+def restore_threads() -> Iterator[None]:
+    """The suite pins threads process-wide: give the other tests of this worker their settings back."""
+    threads, env = torch.get_num_threads(), {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS",
+                                                                               "OPENBLAS_NUM_THREADS")}
+    yield
+    torch.set_num_threads(threads)
+    for key, value in env.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@pytest.mark.slow
+def test_smoke_run_checks_every_comparison_and_renders(tmp_path: Path, restore_threads: None) -> None:
+    docs = tmp_path / "performance.md"
+    docs.write_text(f"# Performance\n\nintro\n\n{START}\nold tables\n{END}\n\n## Other section\n\nkept\n")
+    out = tmp_path / "results.json"
+    results = main(["--smoke", "--out", str(out), "--render", "--docs", str(docs)])
+    assert json.loads(out.read_text())["benchmarks"].keys() == set(BENCHMARKS) - {"end_to_end_skewed"}
+    b = results["benchmarks"]
+    assert results["machine"]["threads"] == 1 and results["command"].startswith("python -m benchmarks --smoke")
+    # every comparison checked its two sides before timing (a failed check raises instead of returning)
+    assert b["step"]["checks"]["max_grad_rel_diff"] <= 1e-4 and b["step"]["checks"]["grad_tensors"] > 20
+    assert all(s["gflop"] > 0 and 0 < s["mfu_min"] < 1 for s in b["step"]["sides"].values())
+    assert all(s["vision_calls"] == 1 for row in b["generation"]["rows"] for s in row["sides"].values())
+    assert {row["strategy"] for row in b["preprocessing"]["rows"]} == {"pad", "anyres", "resize"}
+    assert all(row["diffs"]["slow_max"] <= 1e-5 for row in b["preprocessing"]["rows"])
+    e2e = b["end_to_end"]
+    assert e2e["real_tokens"] > 0 and all(s["real_tokens_per_s_best"] > 0 for s in e2e["sides"].values())
+    # both trainings learn something from the same start
+    assert all(s["eval_loss"] < e2e["eval_loss_at_init"] for s in e2e["sides"].values())
+    text = docs.read_text()
+    assert "old tables" not in text and "## Other section\n\nkept" in text and "intro" in text
+    assert "### Against the targets" in text and "### End to end" in text and "torch " + torch.__version__ in text
+
+    merged = main(["--smoke", "--only", "fusion", "--merge", str(out), "--out", str(tmp_path / "merged.json")])
+    assert merged["benchmarks"].keys() == set(BENCHMARKS) - {"end_to_end_skewed"}
+    assert merged["benchmarks"]["step"]["measured"]["command"] == results["command"]  # kept, with its own command
+    assert merged["benchmarks"]["fusion"]["measured"]["command"] == merged["command"]  # measured again
+
+
+def test_fusion_implementations_agree_with_several_images_per_row() -> None:
+    embeds, ids, features = inputs(batch=3, patches=4, dim=8)
+    ids[1, 20:24] = IMAGE_TOKEN  # a second image in sample 1
+    features = torch.randn(int((ids == IMAGE_TOKEN).sum()), 8)
+    ref = IMPLEMENTATIONS["mmfw"](embeds, ids, features)
+    for fn in IMPLEMENTATIONS.values():
+        assert torch.equal(fn(embeds, ids, features), ref)
+    assert torch.equal(ref[1, 20:24], features[8:12])  # rows of sample 1's second image, in order
+
+
+def test_check_close_fails_outside_the_tolerance() -> None:
+    a = torch.zeros(3)
+    assert check_close("same", a, a + 1e-7, atol=1e-6) == pytest.approx(1e-7)
+    with pytest.raises(CheckFailed, match="different: max abs difference"):
+        check_close("different", a, a + 1e-3, atol=1e-6)
+    with pytest.raises(CheckFailed, match="shapes differ"):
+        check_close("shape", a, torch.zeros(4), atol=1.0)
+
+
+def test_op_counter_counts_aten_ops_and_interleaving_runs_each_side_repeats_times() -> None:
+    x = torch.ones(4)
+    with OpCounter() as c:
+        (x + 1).mul(2).sum()
+    assert c.ops == {"add": 1, "mul": 1, "sum": 1}
+    calls: list[str] = []
+    t = interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, repeats=3, warmup=1)
+    assert calls == ["a", "b", "a", "b", "b", "a", "a", "b"] and len(t["a"]["runs"]) == 3
+    assert t["a"]["min"] <= t["a"]["median"]
+
+
+def test_update_docs_needs_the_markers(tmp_path: Path) -> None:
+    doc = tmp_path / "p.md"
+    doc.write_text("# no markers\n")
+    with pytest.raises(SystemExit, match="markers"):
+        update_docs(doc, "x")
