@@ -67,7 +67,8 @@ FILE_LISTING = re.compile(r"# [\w./-]+\.py")
 """A block whose first line names a file (``# mmfw_maxpool/plugin.py``) is a file of a walk-through, not code to run
 on its own: tests/test_docs_plugins.py writes docs/plugins.md's files out as a package and runs its tests."""
 PYTHON = [b for b in blocks("python") if not FILE_LISTING.fullmatch(b.code.splitlines()[0] if b.code else "")]
-YAML = blocks("yaml", "yml")
+YAML = [b for b in blocks("yaml", "yml") if not re.search(r"^(base|grid|seeds|executor):", b.code, re.M)]
+"""YAML blocks, less sweep files (tests/sweep validates those)."""
 
 
 def test_the_docs_have_snippets() -> None:

@@ -13,7 +13,7 @@ from mmfw.registry import Registry
 
 def test_registries_has_one_labelled_registry_per_kind() -> None:
     registries = Registries()
-    assert list(registries.kinds()) == ["vision_encoders", "connectors", "llms", "image_strategies"]
+    assert list(registries.kinds()) == ["vision_encoders", "connectors", "llms", "image_strategies", "executors"]
     for kind in KINDS:
         registry = registries.of(kind)
         assert isinstance(registry, Registry) and registry is registries.of(kind.key)

@@ -14,7 +14,9 @@ from mmfw.cli.main import main
 jsonschema = pytest.importorskip("jsonschema")
 
 REPO = Path(__file__).resolve().parents[2]
-CONFIGS = sorted(p for p in (REPO / "configs").rglob("*.yaml") if "accelerate" not in p.relative_to(REPO).parts)
+CONFIGS = sorted(p for p in (REPO / "configs").rglob("*.yaml") if "accelerate" not in p.relative_to(REPO).parts
+                 and "ablations" not in p.parts or p.name.endswith("-short.yaml"))
+"""Experiment configs; sweep files (``base:`` first, tested by tests/sweep) are not experiment configs."""
 
 
 @pytest.fixture(scope="module")
