@@ -147,12 +147,15 @@ def test_marker_checks_name_sample_and_image() -> None:
         check_image_markers(ids, img, s, e, [2, 1])
 
 
-def test_markers_in_the_data_are_refused(marked) -> None:
+def test_markers_in_the_data_stay_text(marked) -> None:
+    """A start/end token typed in the data is text, not a marker: only the ones mmfw writes around the image are."""
     _, _, tok, _ = marked
     msgs = [{"role": "user", "content": "<image> look <im_end>"}, {"role": "assistant", "content": "red"}]
-    with pytest.raises(ValueError, match="already contains an image start/end token"):
-        encode_conversation(msgs, tok, image_token="<image>", image_token_counts=[3],
-                            image_markers=("<im_start>", "<im_end>"))
+    enc = encode_conversation(msgs, tok, image_token="<image>", image_token_counts=[3],
+                              image_markers=("<im_start>", "<im_end>"))
+    ids = list(enc["input_ids"] if isinstance(enc, dict) else enc.input_ids)
+    start, end = tok.convert_tokens_to_ids("<im_start>"), tok.convert_tokens_to_ids("<im_end>")
+    assert ids.count(start) == 1 and ids.count(end) == 1
 
 
 def test_export_refuses_markers_with_a_reason(marked) -> None:
