@@ -49,9 +49,10 @@ class ConfigError(MMFWError):
         return "\n".join(prefix + p for p in self.problems)
 
     def at(self, path: str) -> ConfigError:
-        """The same problems located under ``path`` (a dotted YAML path)."""
-        return ConfigError([f"{path}.{p}" if p[:1] not in ("[", "") else f"{path}{p}" for p in self.problems],
-                           source=self.source)
+        """The same problems located under ``path`` (a dotted YAML path); a problem already located there (a
+        component that names its full path) is kept as it is."""
+        return ConfigError([p if p.startswith(f"{path}.") else f"{path}.{p}" if p[:1] not in ("[", "") else
+                            f"{path}{p}" for p in self.problems], source=self.source)
 
 
 def closest_first(name: str, choices: list[str]) -> list[str]:
