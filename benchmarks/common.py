@@ -224,14 +224,12 @@ def dataset_items(ws: Workspace, vlm: Any, tok: Any, n: int, max_length: int, pa
     return [ds[i] for i in range(min(n, len(ds)))]
 
 
-MODEL_KEYS = ("input_ids", "attention_mask", "pixel_values", "image_sizes", "num_tiles")
-
-
 def padded_batch(items: list[dict], pad_id: int, image_token_id: int, padding_side: str = "right") -> dict:
-    """Model inputs and labels of one padded batch (image positions masked in the labels)."""
+    """Model inputs (:meth:`~mmfw.data.batch.VLMBatch.model_inputs`) and labels of one padded batch (image
+    positions masked in the labels)."""
     from mmfw.data.collator import VLMCollator
 
     batch = VLMCollator(pad_id, padding_side=padding_side)(items)  # type: ignore[arg-type]
-    out = {k: batch[k] for k in MODEL_KEYS if batch.get(k) is not None}
-    out["labels"] = batch["labels"].masked_fill(batch["input_ids"] == image_token_id, -100)
+    out = batch.model_inputs()
+    out["labels"] = batch.labels.masked_fill(batch.input_ids == image_token_id, -100)
     return out

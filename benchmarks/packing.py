@@ -35,11 +35,11 @@ from mmfw.config import load_config_dict
 from mmfw.config.experiment import DatasetSpec
 from mmfw.data.collator import VLMCollator
 from mmfw.data.dataset import LlavaDataset
+from mmfw.data.packing import PackedCollator
 from mmfw.data.synth import generate_synthetic_vqa
 from mmfw.data.tokenizer_train import texts_from_llava_json, train_tokenizer
 from mmfw.model.builder import build_model
 from mmfw.training.loss import supervised_tokens, token_loss_sum
-from mmfw.training.packing import PackedCollator, real_tokens
 from mmfw.training.sampling import (
     LengthGroupedBatchSampler,
     ModalityGroupedBatchSampler,
@@ -99,7 +99,6 @@ def batches_for(mode: str, items: list[dict[str, Any]], lengths: list[int], pad_
     return [collate([items[i] for i in batch]) for batch in sampler]
 
 
-KEYS = ("input_ids", "attention_mask", "pixel_values", "image_sizes", "num_tiles", "position_ids")
 
 
 def run_epoch(model: Any, batches: list[dict[str, Any]], train: bool) -> tuple[float, float]:
@@ -108,11 +107,11 @@ def run_epoch(model: Any, batches: list[dict[str, Any]], train: bool) -> tuple[f
     loss_sum, tokens = 0.0, 0
     start = time.perf_counter()
     for batch in batches:
-        inputs = {k: batch[k] for k in KEYS if batch.get(k) is not None}
+        inputs = batch.model_inputs()
         with torch.set_grad_enabled(train):
             logits = model(**inputs, use_cache=False).logits
-            ce = token_loss_sum(logits, batch["labels"])
-            n = supervised_tokens(batch["labels"])
+            ce = token_loss_sum(logits, batch.labels)
+            n = supervised_tokens(batch.labels)
             if train:
                 (ce / n).backward()
                 opt.step()
@@ -165,8 +164,8 @@ def main() -> None:
             model.eval()
             _, loss = run_epoch(model, batches, train=False)
             prepared[mode] = batches
-            results[mode] = {"batches": len(batches), "real_tokens": sum(real_tokens(b) for b in batches),
-                             "computed_tokens": sum(int(b["input_ids"].numel()) for b in batches),
+            results[mode] = {"batches": len(batches), "real_tokens": sum(b.real_tokens() for b in batches),
+                             "computed_tokens": sum(int(b.input_ids.numel()) for b in batches),
                              "seconds": float("inf"), "loss_at_init": loss}
         # modes interleaved in every repeat and the best time kept: a busy machine slows all modes alike
         for _ in range(args.repeats):

@@ -58,11 +58,9 @@ class VLMPipeline:
     def generate_batch(self, items: Sequence[tuple[Sequence[ImageLike], str]], max_new_tokens: int = 32,
                        **generate_kwargs: Any) -> list[str]:
         """Answers (new text only) for ``(images, prompt)`` pairs, batched with left padding."""
-        batch = self.collator([self.prepare(images, prompt) for images, prompt in items])
-        inputs = {k: v.to(self.device) for k, v in batch.items()
-                  if k in ("input_ids", "attention_mask", "pixel_values", "image_sizes", "num_tiles") and v is not None}
+        batch = self.collator([self.prepare(images, prompt) for images, prompt in items]).to(self.device)
         generate_kwargs.setdefault("do_sample", False)
-        new = self.model.generate(**inputs, max_new_tokens=max_new_tokens, **generate_kwargs)
+        new = self.model.generate(**batch.model_inputs(), max_new_tokens=max_new_tokens, **generate_kwargs)
         return [t.strip() for t in self.tokenizer.batch_decode(new, skip_special_tokens=True)]
 
     def generate(self, image: ImageLike | Sequence[ImageLike] | None, prompt: str, max_new_tokens: int = 32,

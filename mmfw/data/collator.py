@@ -1,7 +1,7 @@
 """Batch LLaVA dataset items: pad the token sequences, concatenate every image's tiles.
 
 :class:`VLMCollator` turns a list of ``{"input_ids", "labels", "images": list[ImageInput]}`` items (as produced by
-:class:`~mmfw.data.dataset.LlavaDataset`) into::
+:class:`~mmfw.data.dataset.LlavaDataset`) into a :class:`~mmfw.data.batch.VLMBatch` of::
 
     input_ids       (B, S)  long, padded with pad_token_id
     attention_mask  (B, S)  long, 1 on real tokens, 0 on padding
@@ -11,6 +11,7 @@
     image_sizes     (num_images, 2) long, each image's original (width, height)
     num_tiles       (num_images,) long, tiles of each image (to split pixel_values / features per image)
     image_counts    (B,) long, images of each sample
+    ids             the record ids of the samples kept (items without an ``id`` have none)
     skipped         list of :class:`~mmfw.data.report.SkippedSample`: the samples the dataset could not load,
                     dropped from the batch (every other key covers only the samples kept, so B may be 0)
     truncated       list of :class:`~mmfw.data.report.TruncatedSample` of the samples kept
@@ -27,6 +28,7 @@ from typing import Any, Literal
 
 import torch
 
+from mmfw.data.batch import VLMBatch
 from mmfw.data.report import SkippedSample
 from mmfw.data.tokenize import IGNORE_INDEX
 
@@ -58,7 +60,7 @@ class VLMCollator:
                 out[b, length - n:] = row
         return out
 
-    def __call__(self, samples: Sequence[dict[str, Any] | SkippedSample]) -> dict[str, Any]:
+    def __call__(self, samples: Sequence[dict[str, Any] | SkippedSample]) -> VLMBatch:
         if not samples:
             raise ValueError("cannot collate an empty batch")
         skipped = [s for s in samples if isinstance(s, SkippedSample)]
@@ -93,14 +95,15 @@ class VLMCollator:
             if len(shapes) > 1:
                 raise ValueError(f"all image tiles of a batch must share one shape; got {sorted(shapes)}")
             pixel_values = torch.cat(tiles, dim=0)
-        return {
-            "input_ids": input_ids,
-            "attention_mask": attention_mask,
-            "labels": label_t,
-            "pixel_values": pixel_values,
-            "image_sizes": torch.tensor(sizes, dtype=torch.long).reshape(-1, 2),
-            "num_tiles": torch.tensor(num_tiles, dtype=torch.long),
-            "image_counts": torch.tensor(counts, dtype=torch.long),
-            "skipped": skipped,
-            "truncated": [s["truncated"] for s in samples if s.get("truncated") is not None],
-        }
+        return VLMBatch(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            labels=label_t,
+            pixel_values=pixel_values,
+            image_sizes=torch.tensor(sizes, dtype=torch.long).reshape(-1, 2),
+            num_tiles=torch.tensor(num_tiles, dtype=torch.long),
+            image_counts=torch.tensor(counts, dtype=torch.long),
+            ids=[s["id"] for s in samples if "id" in s],
+            skipped=skipped,
+            truncated=[s["truncated"] for s in samples if s.get("truncated") is not None],
+        )

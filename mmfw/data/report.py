@@ -21,11 +21,14 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mmfw.data.errors import RecordError, TooManySkippedError
+
+if TYPE_CHECKING:
+    from mmfw.data.batch import VLMBatch
 
 logger = logging.getLogger(__name__)
 
@@ -129,18 +132,14 @@ class DataReport:
         self.samples_seen = 0
 
     # -- recording ----------------------------------------------------------------------------------------------
-    def observe(self, batch: Mapping[str, Any]) -> bool:
+    def observe(self, batch: VLMBatch) -> bool:
         """Record a collated batch's skipped and truncated samples; True if it still has rows to train on.
 
         Raises:
             TooManySkippedError: more than ``max_skip_ratio`` of the dataset is now known to be unusable.
         """
-        skipped = list(batch.get("skipped") or ())
-        rows = int(batch["input_ids"].shape[0]) if batch.get("input_ids") is not None else 0
-        lengths = batch.get("sample_lengths")  # a packed batch: several samples per row
-        samples = sum(len(r) for r in lengths) if lengths is not None else rows
-        self.record(skipped, batch.get("truncated") or (), samples + len(skipped))
-        return rows > 0
+        self.record(batch.skipped, batch.truncated, batch.num_samples + len(batch.skipped))
+        return batch.rows > 0
 
     def record(self, skipped: Iterable[SkippedSample] = (), truncated: Iterable[TruncatedSample] = (),
                samples: int = 0) -> None:

@@ -101,10 +101,8 @@ class MMFWLmms(lmms):
             n = prompt["input_ids"].numel()
             item = {**prompt, "input_ids": torch.cat([prompt["input_ids"], cont]),
                     "labels": torch.cat([prompt["labels"], cont])}
-            batch = p.collator([item])
-            inputs = {k: v.to(p.device) for k, v in batch.items() if v is not None and k in
-                      ("input_ids", "attention_mask", "pixel_values", "image_sizes", "num_tiles")}
-            logits = p.model(**inputs).logits[0, n - 1: n - 1 + cont.numel()].float()
+            batch = p.collator([item]).to(p.device)
+            logits = p.model(**batch.model_inputs()).logits[0, n - 1: n - 1 + cont.numel()].float()
             logprobs = torch.log_softmax(logits, dim=-1)
             cont = cont.to(logprobs.device)
             total = float(logprobs.gather(1, cont[:, None]).sum())

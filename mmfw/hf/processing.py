@@ -155,10 +155,7 @@ class MMFWProcessor(ProcessorMixin):
         if used != len(inputs):
             raise ValueError(f"{len(inputs)} image(s) given but the text has {used} {self.image_token} placeholder(s)")
         batch = VLMCollator(self.tokenizer.pad_token_id, padding_side=padding_side)(items)
-        keys = ["input_ids", "attention_mask"]
-        if inputs:
-            keys += ["pixel_values", "image_sizes", "num_tiles", "image_counts"]
-        return BatchFeature({k: batch[k] for k in keys}, tensor_type=return_tensors)
+        return BatchFeature(batch.model_inputs(), tensor_type=return_tensors)
 
     def batch_decode(self, *args: Any, **kwargs: Any) -> list[str]:
         return self.tokenizer.batch_decode(*args, **kwargs)

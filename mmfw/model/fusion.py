@@ -115,7 +115,7 @@ def splice_image_features(
         if bad:
             detail = "; ".join(f"sample {b}: {f} placeholder tokens, {e} feature rows" for b, f, e in bad)
             raise FusionError(f"image placeholders and feature rows disagree per sample ({detail}); the data pipeline "
-                              "and the model disagree on image token counts")
+                              "and the model disagree on image token counts", sample=bad[0][0])
     if image_features.shape[-1] != inputs_embeds.shape[-1]:
         raise FusionError(f"image features have width {image_features.shape[-1]}, token embeddings "
                           f"{inputs_embeds.shape[-1]}")

@@ -50,28 +50,17 @@ class _PromptView(torch.utils.data.Dataset):
         return base.prompt_item(j)
 
 
-def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-
-
-MODEL_INPUTS = ("input_ids", "attention_mask", "labels", "pixel_values", "image_sizes", "num_tiles")
-
-
-def model_inputs(batch: dict[str, Any]) -> dict[str, Any]:
-    return {k: batch[k] for k in MODEL_INPUTS if k in batch}
-
-
 @torch.no_grad()
 def evaluate_loss(model: VisionLanguageModel, dataset: LlavaDataset, collator: VLMCollator, batch_size: int,
                   device: torch.device) -> float:
     """Mean next-token loss over every supervised token of ``dataset``."""
     total, count = 0.0, 0
     for batch in DataLoader(dataset, batch_size=batch_size, collate_fn=collator):
-        if batch["input_ids"].shape[0] == 0:  # every sample of the batch was skipped (see mmfw.data.report)
+        if batch.rows == 0:  # every sample of the batch was skipped (see mmfw.data.report)
             continue
-        batch = _to_device(batch, device)
-        out = model(**model_inputs(batch))
-        n = int((batch["labels"][:, 1:] != -100).sum())
+        batch = batch.to(device)
+        out = model(**batch.model_inputs(labels=True))
+        n = int((batch.labels[:, 1:] != -100).sum())
         total += float(out.loss) * n
         count += n
     if count == 0:
@@ -112,9 +101,7 @@ def evaluate_accuracy(model: VisionLanguageModel, tokenizer: Any, dataset: Llava
         kept = [s for s in samples if not is_skipped(s)]
         texts: list[str] = []
         if kept:
-            batch = _to_device(batch, device)
-            new = model.generate(**{k: v for k, v in model_inputs(batch).items() if k != "labels"},
-                                 max_new_tokens=max_new_tokens, do_sample=False)
+            new = model.generate(**batch.to(device).model_inputs(), max_new_tokens=max_new_tokens, do_sample=False)
             texts = tokenizer.batch_decode(new, skip_special_tokens=True)
         answers = iter(texts)
         for sample in samples:
@@ -134,6 +121,27 @@ def evaluate_accuracy(model: VisionLanguageModel, tokenizer: Any, dataset: Llava
     for task, values in sorted(hits.items()):
         if task != "all":
             metrics[f"accuracy/{task}"] = sum(values) / len(values)
+    return metrics
+
+
+def evaluate_stage(acc: Any, model: Any, tokenizer: Any, data: Any, stage: Any, step: int, run_dir: Path,
+                   generate: bool) -> dict[str, float]:
+    """A training stage's evaluation on its eval set (``data``: a :class:`~mmfw.training.loader.StageData`):
+    ``eval/loss`` and, with ``generate``, ``eval/accuracy...``, whose predictions go to ``predictions.jsonl``."""
+    model = acc.unwrap_model(model)
+    model.eval()
+    t = stage.training
+    bs = t.eval_batch_size or t.batch_size
+    metrics: dict[str, float] = {}
+    with acc.autocast():
+        metrics["eval/loss"] = evaluate_loss(model, data.eval_set, data.collator, bs, acc.device)
+        if generate:
+            predictions: list[dict[str, Any]] = []
+            scores = evaluate_accuracy(model, tokenizer, data.eval_set, bs, t.max_new_tokens, acc.device, predictions)
+            metrics.update({f"eval/{k}": v for k, v in scores.items()})
+            write_predictions(run_dir / PREDICTIONS_FILE, predictions, step=step,
+                              **({} if stage.implicit else {"stage": stage.name}))
+    model.train()
     return metrics
 
 

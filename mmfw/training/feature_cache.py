@@ -75,6 +75,8 @@ class EncoderFeatureCache:
         return self
 
     def close(self) -> None:
+        """Write pending entries, restore the encoder's forward and log the hits and misses."""
+        logger.info("encoder feature cache: %d hits, %d misses", self.hits, self.misses)
         self.flush()
         if self._original is not None:
             del self.encoder.forward

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import FrameType
+from typing import Any
 
 from mmfw.training.errors import TrainingError
 
@@ -54,3 +55,11 @@ def graceful_stop() -> Iterator[StopRequest]:
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
+
+
+def stop_agreed(stop: StopRequest, acc: Any) -> bool:
+    """Whether any process received SIGTERM / SIGINT (all processes agree, so that they stop together)."""
+    import torch
+
+    flag = torch.tensor(float(stop.requested), device=acc.device)
+    return bool(acc.reduce(flag, "sum") > 0) if acc.num_processes > 1 else bool(flag)

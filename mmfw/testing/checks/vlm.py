@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from mmfw.config.experiment import ModelConfig
+from mmfw.data.batch import VLMBatch
 from mmfw.model.builder import build_model
 from mmfw.testing.checks.image_strategies import SIZES, random_image
 from mmfw.testing.core import KINDS, SLOTS, ComponentUnderTest, contract, listing, missing_grads
@@ -47,7 +48,7 @@ def model(cut: ComponentUnderTest) -> tuple[Any, Any]:
     return vlm, tok
 
 
-def image_batch(vlm, tok, size: tuple[int, int] = (45, 30)) -> tuple[dict[str, torch.Tensor], int]:
+def image_batch(vlm, tok, size: tuple[int, int] = (45, 30)) -> tuple[VLMBatch, int]:
     """A two-row batch: one image sample (its ``<image>`` expanded to ``num_tokens``) and one text-only sample."""
     image = vlm.image_strategy.preprocess(random_image(size))
     n = vlm.image_strategy.num_tokens(image.size)
@@ -57,9 +58,9 @@ def image_batch(vlm, tok, size: tuple[int, int] = (45, 30)) -> tuple[dict[str, t
     length = max(len(row_a), len(row_b))
     ids = torch.tensor([r + [tok.pad_token_id] * (length - len(r)) for r in (row_a, row_b)])
     mask = torch.tensor([[1] * len(r) + [0] * (length - len(r)) for r in (row_a, row_b)])
-    return dict(input_ids=ids, attention_mask=mask, labels=ids.masked_fill(mask == 0, -100),
-                pixel_values=image.pixel_values, image_sizes=torch.tensor([image.size]),
-                num_tiles=torch.tensor([image.pixel_values.shape[0]]), image_counts=torch.tensor([1, 0])), n
+    return VLMBatch(input_ids=ids, attention_mask=mask, labels=ids.masked_fill(mask == 0, -100),
+                    pixel_values=image.pixel_values, image_sizes=torch.tensor([image.size]),
+                    num_tiles=torch.tensor([image.pixel_values.shape[0]]), image_counts=torch.tensor([1, 0])), n
 
 
 @contract(KINDS, "image-tokens")
@@ -88,7 +89,7 @@ def vlm_gradients(cut: ComponentUnderTest) -> None:
     trainable parameter of the whole model."""
     vlm, tok = model(cut)
     batch, _ = image_batch(vlm, tok)
-    out = cut.run("the model's forward", lambda: vlm(**batch), "the component must work inside the whole model")
+    out = cut.run("the model's forward", lambda: vlm(**batch.model_inputs(labels=True)), "the component must work inside the whole model")
     cut.require(torch.isfinite(out.loss), f"loss {out.loss}", "the loss of the whole model must be finite")
     out.loss.backward()
     missing = missing_grads(vlm.named_parameters())
@@ -120,8 +121,8 @@ def vlm_generate(cut: ComponentUnderTest) -> None:
     batch, _ = image_batch(vlm, tok)
     vlm.eval()
     new = cut.run("generate", lambda: vlm.generate(
-        batch["input_ids"][:1], batch["attention_mask"][:1], batch["pixel_values"], batch["image_sizes"],
-        batch["num_tiles"], max_new_tokens=2, min_new_tokens=2, do_sample=False), "generation must work")
+        batch.input_ids[:1], batch.attention_mask[:1], batch.pixel_values, batch.image_sizes, batch.num_tiles,
+        batch.image_counts[:1], max_new_tokens=2, min_new_tokens=2, do_sample=False), "generation must work")
     cut.require(tuple(new.shape) == (1, 2), f"generate returned shape {tuple(new.shape)} for 2 new tokens",
                 "return only the new tokens")
 
@@ -196,19 +197,19 @@ def exported_logits(cut: ComponentUnderTest, vlm, tok, exported) -> tuple[torch.
     from transformers import AutoModelForImageTextToText
 
     batch, _ = image_batch(vlm, tok)
-    ids, mask, px = batch["input_ids"][:1], batch["attention_mask"][:1], batch["pixel_values"]
+    ids, mask, px = batch.input_ids[:1], batch.attention_mask[:1], batch.pixel_values
     with tempfile.TemporaryDirectory(prefix="mmfw-testing-export-") as out:
         exported.save(out)
         hf = cut.run("reloading the export", lambda: AutoModelForImageTextToText.from_pretrained(out).eval(),
                      "the saved config must load with transformers' Auto classes")
     hf_inputs = {"input_ids": ids, "attention_mask": mask, "pixel_values": px}
     if exported.format == "hf-llava-next":  # (images, tiles, 3, H, W) and (height, width) per image
-        width, height = batch["image_sizes"][0].tolist()
+        width, height = batch.image_sizes[0].tolist()
         hf_inputs |= {"pixel_values": px.unsqueeze(0), "image_sizes": torch.tensor([[height, width]])}
     vlm.eval()
     with torch.no_grad():
-        ours = vlm(input_ids=ids, attention_mask=mask, pixel_values=px, image_sizes=batch["image_sizes"],
-                   num_tiles=batch["num_tiles"]).logits
+        ours = vlm(input_ids=ids, attention_mask=mask, pixel_values=px, image_sizes=batch.image_sizes,
+                   num_tiles=batch.num_tiles, image_counts=batch.image_counts[:1]).logits
         theirs = cut.run("the reloaded export's forward", lambda: hf(**hf_inputs).logits,
                          "the exported model must run on the same inputs")
     return theirs.float(), ours.float()

@@ -1,7 +1,7 @@
 """Padding-free packing: several samples in one row, position ids restarting per sample, no attention across them.
 
 :class:`PackedCollator` turns the ``(index, row)``-tagged items of a
-:class:`~mmfw.training.sampling.PackedBatchSampler` batch into rows. It returns no ``attention_mask``: with
+:class:`~mmfw.training.sampling.PackedBatchSampler` batch into the rows of a :class:`~mmfw.data.batch.VLMBatch`. It returns no ``attention_mask``: with
 ``position_ids`` that restart at 0 for each sample (and for the padding at the end of a row), transformers (v5)
 derives the per-sample block-diagonal causal mask itself (``find_packed_sequence_indices``) for ``sdpa``/``eager``, and
 varlen kernels for flash attention. The first label of every sample is ignored, so the last token of a sample never
@@ -11,13 +11,15 @@ learns to predict the first token of the next one.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import torch
 
+from mmfw.data.batch import VLMBatch
 from mmfw.data.collator import VLMCollator
 from mmfw.data.report import SkippedSample
-from mmfw.training.loss import IGNORE_INDEX
+from mmfw.data.tokenize import IGNORE_INDEX
 
 
 def position_ids_for(lengths: Sequence[int], row_length: int) -> torch.Tensor:
@@ -30,13 +32,14 @@ def position_ids_for(lengths: Sequence[int], row_length: int) -> torch.Tensor:
 
 
 class PackedCollator:
-    """Collate packed rows (see module docstring). Keys as :class:`~mmfw.data.collator.VLMCollator`'s, plus
-    ``position_ids`` and ``sample_lengths`` (per row), with ``attention_mask`` set to ``None``."""
+    """Collate packed rows (see module docstring): a :class:`~mmfw.data.batch.VLMBatch` as
+    :class:`~mmfw.data.collator.VLMCollator`'s, plus ``position_ids`` and ``sample_lengths`` (per row), with no
+    ``attention_mask``; ``image_counts`` counts the images of each row."""
 
     def __init__(self, pad_token_id: int) -> None:
         self.base = VLMCollator(pad_token_id, padding_side="right")
 
-    def __call__(self, items: Sequence[dict[str, Any] | SkippedSample]) -> dict[str, Any]:
+    def __call__(self, items: Sequence[dict[str, Any] | SkippedSample]) -> VLMBatch:
         rows: dict[int, list[dict[str, Any]]] = {}
         skipped: list[Any] = []
         for item in items:
@@ -60,20 +63,16 @@ class PackedCollator:
             })
             lengths.append([len(s["input_ids"]) for s in samples])
         batch = self.base([*packed, *skipped])
-        width = batch["input_ids"].shape[1]
-        batch["position_ids"] = (torch.stack([position_ids_for(n, width) for n in lengths]) if lengths
-                                 else torch.zeros(0, width, dtype=torch.long))
-        batch["attention_mask"] = None
-        batch["sample_lengths"] = lengths
-        batch["truncated"] = [s["truncated"] for r in sorted(rows) for s in rows[r] if s.get("truncated") is not None]
-        batch["image_counts"] = torch.tensor([sum(len(s.get("images") or []) for s in rows[r]) for r in sorted(rows)],
-                                             dtype=torch.long)
-        return batch
-
-
-def real_tokens(batch: dict[str, Any]) -> int:
-    """Non-padding tokens of a padded or packed batch."""
-    if batch.get("sample_lengths") is not None:
-        return sum(sum(r) for r in batch["sample_lengths"])
-    mask = batch.get("attention_mask")
-    return int(mask.sum()) if mask is not None else int(batch["input_ids"].numel())
+        width = batch.input_ids.shape[1]
+        order = [s for r in sorted(rows) for s in rows[r]]
+        return replace(
+            batch,
+            position_ids=(torch.stack([position_ids_for(n, width) for n in lengths]) if lengths
+                          else torch.zeros(0, width, dtype=torch.long)),
+            attention_mask=None,
+            sample_lengths=lengths,
+            ids=[s["id"] for s in order if "id" in s],
+            truncated=[s["truncated"] for s in order if s.get("truncated") is not None],
+            image_counts=torch.tensor([sum(len(s.get("images") or []) for s in rows[r]) for r in sorted(rows)],
+                                      dtype=torch.long),
+        )

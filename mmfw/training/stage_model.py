@@ -1,0 +1,43 @@
+"""The model a stage trains: built from the config, started from the previous stage's output (LoRA adapters merged
+into the base weights) or from the checkpoint being resumed, with the stage's policy applied."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from safetensors.torch import load_file
+from transformers import AutoTokenizer
+
+from mmfw.components import Registries
+from mmfw.config import ExperimentConfig
+from mmfw.config.experiment import ResolvedStage
+from mmfw.model.builder import WEIGHTS_NAME, build_model, load_weights
+from mmfw.training.lora import load_adapter_weights, load_adapters, load_plain_state_dict
+from mmfw.training.policy import AppliedPolicy, apply_policy
+
+
+def policy_where(stage: ResolvedStage) -> str:
+    """The YAML path of a stage's policy (for messages)."""
+    return "training.policy" if stage.implicit else f"stages[{stage.index}].policy"
+
+
+def build_stage_model(cfg: ExperimentConfig, registries: Registries, stage: ResolvedStage, init_from: Path | None,
+                      resume_from: Path | None, load_resumed_weights: bool = True) -> tuple[Any, Any, AppliedPolicy]:
+    """The model, its tokenizer and the applied policy of ``stage``.
+
+    ``init_from`` is the previous stage's output; ``resume_from`` a checkpoint of this stage, whose weights are
+    loaded after the policy is applied (so that LoRA adapters exist), unless ``load_resumed_weights`` is false
+    (Accelerate restores a sharded model itself).
+    """
+    source = resume_from or init_from
+    tokenizer = AutoTokenizer.from_pretrained(source / "tokenizer") if source is not None else None
+    model, tokenizer = build_model(cfg.model, registries, tokenizer=tokenizer)
+    if init_from is not None and resume_from is None:
+        load_weights(model, init_from)
+        load_adapters(model, init_from, merge=True)
+    applied = apply_policy(model, stage.training.policy, policy_where(stage))
+    if resume_from is not None and load_resumed_weights:
+        load_plain_state_dict(model, load_file(str(resume_from / WEIGHTS_NAME)), str(resume_from))
+        load_adapter_weights(model, resume_from)
+    return model, tokenizer, applied
