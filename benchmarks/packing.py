@@ -99,8 +99,6 @@ def batches_for(mode: str, items: list[dict[str, Any]], lengths: list[int], pad_
     return [collate([items[i] for i in batch]) for batch in sampler]
 
 
-
-
 def run_epoch(model: Any, batches: list[dict[str, Any]], train: bool) -> tuple[float, float]:
     """(seconds, token-mean loss) of one pass; with ``train``, forward + backward + AdamW step."""
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4) if train else None

@@ -104,11 +104,11 @@ def test_damaged_latest_checkpoint_resumes_from_the_previous_one(damage: str, re
 
 
 def test_full_disk_during_a_checkpoint_keeps_the_previous_one(reference, tmp_path, monkeypatch) -> None:
-    import mmfw.training.trainer as trainer_module
+    import mmfw.training.saving as saving_module
 
     run = tmp_path / "run"
     config = _write(dict(reference["exp"], output_dir=str(run)), tmp_path / "exp.yaml")
-    real = trainer_module.write_model_dir
+    real = saving_module.write_model_dir
     calls = []
 
     def write(model: Any, tokenizer: Any, cfg: Any, directory: Any, *a: Any) -> Any:
@@ -118,14 +118,14 @@ def test_full_disk_during_a_checkpoint_keeps_the_previous_one(reference, tmp_pat
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(Path(directory) / "model.safetensors"))
         return real(model, tokenizer, cfg, directory, *a)
 
-    monkeypatch.setattr(trainer_module, "write_model_dir", write)
+    monkeypatch.setattr(saving_module, "write_model_dir", write)
     res = cli(["train", config, "--no-progress"])
     assert_fails(res, "checkpoint step-4", "No space left on device", "needs about", "MiB",
                  "previous checkpoint", "step-2 is intact")
     assert [p.name for p in checkpoint_dirs(run)] == ["step-2"]
     assert not list((run / "checkpoints").glob(".step-*"))  # the partial write is gone
     assert checkpoint_problem(run / "checkpoints" / "step-2") is None
-    monkeypatch.setattr(trainer_module, "write_model_dir", real)
+    monkeypatch.setattr(saving_module, "write_model_dir", real)
     assert_ok(cli(["train", config, "--resume", "--no-progress"]))
     _assert_same(_weights(run), reference["weights"])
 

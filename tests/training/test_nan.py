@@ -11,7 +11,7 @@ import torch
 from mmfw.cli.main import main
 from mmfw.config import load_config_dict
 from mmfw.model.io import load_model_dir
-from mmfw.training import trainer as trainer_module
+from mmfw.training import step as step_module
 from mmfw.training.checkpoint import checkpoint_dirs
 from mmfw.training.errors import NonFiniteLossError
 from mmfw.training.trainer import Trainer
@@ -22,14 +22,14 @@ from tests.training.conftest import write_config
 def nan_at_step_3(monkeypatch):
     """The loss of the 3rd micro-batch (step 3, no accumulation) is NaN."""
     calls = {"n": 0}
-    original = trainer_module.token_loss_sum
+    original = step_module.token_loss_sum
 
     def loss(logits, labels, positions=None):  # type: ignore[no-untyped-def]
         calls["n"] += 1
         value = original(logits, labels, positions)
         return value * float("nan") if calls["n"] == 3 else value
 
-    monkeypatch.setattr(trainer_module, "token_loss_sum", loss)
+    monkeypatch.setattr(step_module, "token_loss_sum", loss)
     return calls
 
 
