@@ -39,9 +39,7 @@ def fresh_reply(pipe: VLMPipeline, messages: list[dict[str, str]], images: list[
     ids = encode_prompt(messages, pipe.tokenizer, image_token="<image>", image_token_counts=counts,
                         system_prompt=pipe.cfg.data.system_prompt)
     batch = pipe.collator([{"input_ids": ids, "labels": [-100] * len(ids), "images": inputs}])
-    return pipe.model.generate(**{k: batch[k] for k in ("input_ids", "attention_mask", "pixel_values",
-                                                          "image_sizes", "num_tiles")},
-                               max_new_tokens=max_new_tokens, do_sample=False)[0].tolist()
+    return pipe.model.generate(**batch.model_inputs(), max_new_tokens=max_new_tokens, do_sample=False)[0].tolist()
 
 
 def encoder_calls(pipe: VLMPipeline) -> list[int]:

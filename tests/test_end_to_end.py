@@ -56,7 +56,7 @@ def test_reloaded_model_gives_identical_logits(trained_run, registries) -> None:
     assert cfg == trainer.cfg
     ds = LlavaDataset(cfg.data.eval, tokenizer, loaded.image_strategy, image_token="<image>", max_length=96)
     batch = VLMCollator(tokenizer.pad_token_id)([ds[i] for i in range(4)])
-    inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "pixel_values", "image_sizes", "num_tiles")}
+    inputs = batch.model_inputs()
     with torch.no_grad():
         a, b = live(**inputs).logits, loaded(**inputs).logits
     assert torch.equal(a, b)

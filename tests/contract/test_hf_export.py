@@ -35,15 +35,14 @@ def test_hf_export_generates_mmfw_tokens(component, under_test, registries, tmp_
     image, prompt = random_image((45, 30)), "What is it?"
     pipe = VLMPipeline(vlm, tok, cfg)
     batch = pipe.collator([pipe.prepare([image], prompt)])
-    ours = vlm.generate(**{k: batch[k] for k in ("input_ids", "attention_mask", "pixel_values", "image_sizes",
-                                                  "num_tiles")}, max_new_tokens=5, do_sample=False)
+    ours = vlm.generate(**batch.model_inputs(), max_new_tokens=5, do_sample=False)
 
     hf = AutoModelForImageTextToText.from_pretrained(tmp_path).eval()
     processor = AutoProcessor.from_pretrained(tmp_path)
     text = processor.apply_chat_template([{"role": "user", "content": [{"type": "image"},
                                                                         {"type": "text", "text": prompt}]}])
     inputs = processor(images=image, text=text)
-    assert torch.equal(inputs["input_ids"], batch["input_ids"])
+    assert torch.equal(inputs["input_ids"], batch.input_ids)
     with torch.no_grad():
         theirs = hf.generate(**inputs, max_new_tokens=5, do_sample=False)[:, inputs["input_ids"].shape[1]:]
     assert theirs.tolist() == ours.tolist()

@@ -228,36 +228,36 @@ def test_collator_right_padding(dataset, tokenizer):
     batch = VLMCollator(pad_token_id=tokenizer.pad_token_id)(items)
     lengths = [len(it["input_ids"]) for it in items]
     B, S = 3, max(lengths)
-    assert batch["input_ids"].shape == batch["labels"].shape == batch["attention_mask"].shape == (B, S)
+    assert batch.input_ids.shape == batch.labels.shape == batch.attention_mask.shape == (B, S)
     for b, (it, n) in enumerate(zip(items, lengths, strict=True)):
-        assert torch.equal(batch["input_ids"][b, :n], it["input_ids"])
-        assert torch.equal(batch["labels"][b, :n], it["labels"])
-        assert bool((batch["input_ids"][b, n:] == tokenizer.pad_token_id).all())
-        assert bool((batch["labels"][b, n:] == IGNORE_INDEX).all())
-        assert batch["attention_mask"][b].tolist() == [1] * n + [0] * (S - n)
+        assert torch.equal(batch.input_ids[b, :n], it["input_ids"])
+        assert torch.equal(batch.labels[b, :n], it["labels"])
+        assert bool((batch.input_ids[b, n:] == tokenizer.pad_token_id).all())
+        assert bool((batch.labels[b, n:] == IGNORE_INDEX).all())
+        assert batch.attention_mask[b].tolist() == [1] * n + [0] * (S - n)
     # images: a (landscape, 2 tiles), b (1), c (1): tiles concatenated in sample then image order
-    assert batch["pixel_values"].shape == (4, 3, 8, 8)
-    assert [round(v * 255) for v in batch["pixel_values"][:, 0, 0, 0].tolist()] == [10, 10, 20, 30]
-    assert batch["image_sizes"].tolist() == [[24, 12], [12, 12], [12, 20]]
-    assert batch["num_tiles"].tolist() == [2, 1, 1]
-    assert batch["image_counts"].tolist() == [1, 0, 2]
-    assert all(batch[k].dtype == torch.long for k in ("input_ids", "labels", "attention_mask", "image_sizes",
+    assert batch.pixel_values.shape == (4, 3, 8, 8)
+    assert [round(v * 255) for v in batch.pixel_values[:, 0, 0, 0].tolist()] == [10, 10, 20, 30]
+    assert batch.image_sizes.tolist() == [[24, 12], [12, 12], [12, 20]]
+    assert batch.num_tiles.tolist() == [2, 1, 1]
+    assert batch.image_counts.tolist() == [1, 0, 2]
+    assert all(getattr(batch, k).dtype == torch.long for k in ("input_ids", "labels", "attention_mask", "image_sizes",
                                                       "num_tiles", "image_counts"))
 
 
 def test_collator_left_padding(dataset, tokenizer):
     items = [dataset[i] for i in (4, 1)]
     batch = VLMCollator(pad_token_id=tokenizer.pad_token_id, padding_side="left")(items)
-    S = batch["input_ids"].shape[1]
+    S = batch.input_ids.shape[1]
     for b, it in enumerate(items):
         n = len(it["input_ids"])
-        assert torch.equal(batch["input_ids"][b, S - n:], it["input_ids"])
-        assert torch.equal(batch["labels"][b, S - n:], it["labels"])
-        assert bool((batch["input_ids"][b, :S - n] == tokenizer.pad_token_id).all())
-        assert bool((batch["labels"][b, :S - n] == IGNORE_INDEX).all())
-        assert batch["attention_mask"][b].tolist() == [0] * (S - n) + [1] * n
-    assert [round(v * 255) for v in batch["pixel_values"][:, 0, 0, 0].tolist()] == [40, 40]
-    assert batch["image_counts"].tolist() == [1, 0]
+        assert torch.equal(batch.input_ids[b, S - n:], it["input_ids"])
+        assert torch.equal(batch.labels[b, S - n:], it["labels"])
+        assert bool((batch.input_ids[b, :S - n] == tokenizer.pad_token_id).all())
+        assert bool((batch.labels[b, :S - n] == IGNORE_INDEX).all())
+        assert batch.attention_mask[b].tolist() == [0] * (S - n) + [1] * n
+    assert [round(v * 255) for v in batch.pixel_values[:, 0, 0, 0].tolist()] == [40, 40]
+    assert batch.image_counts.tolist() == [1, 0]
 
 
 def test_collator_prompts_for_generation(dataset, tokenizer):
@@ -265,17 +265,17 @@ def test_collator_prompts_for_generation(dataset, tokenizer):
     batch = VLMCollator(pad_token_id=tokenizer.pad_token_id, padding_side="left")(prompts)
     # every row ends with the generation prompt "<|im_start|>assistant\n"
     tail = tokenizer("<|im_start|>assistant\n", add_special_tokens=False)["input_ids"]
-    assert all(row[-len(tail):] == tail for row in batch["input_ids"].tolist())
-    assert bool((batch["attention_mask"][:, -1] == 1).all())
-    assert batch["image_counts"].tolist() == [1, 0, 2, 1, 1]
+    assert all(row[-len(tail):] == tail for row in batch.input_ids.tolist())
+    assert bool((batch.attention_mask[:, -1] == 1).all())
+    assert batch.image_counts.tolist() == [1, 0, 2, 1, 1]
 
 
 def test_collator_text_only_batch(dataset, tokenizer):
     batch = VLMCollator(pad_token_id=tokenizer.pad_token_id)([dataset[1], dataset[1]])
-    assert batch["pixel_values"] is None
-    assert batch["image_sizes"].shape == (0, 2) and batch["num_tiles"].shape == (0,)
-    assert batch["image_counts"].tolist() == [0, 0]
-    assert bool((batch["attention_mask"] == 1).all())
+    assert batch.pixel_values is None
+    assert batch.image_sizes.shape == (0, 2) and batch.num_tiles.shape == (0,)
+    assert batch.image_counts.tolist() == [0, 0]
+    assert bool((batch.attention_mask == 1).all())
 
 
 def test_collator_rejects_mixed_tile_shapes():
@@ -292,15 +292,15 @@ def test_collator_rejects_mixed_tile_shapes():
 def test_dataloader_end_to_end(dataset, tokenizer):
     loader = DataLoader(dataset, batch_size=2, shuffle=False, collate_fn=VLMCollator(tokenizer.pad_token_id))
     batches = list(loader)
-    assert [b["input_ids"].shape[0] for b in batches] == [2, 2, 1]
-    total_images = sum(int(b["image_counts"].sum()) for b in batches)
+    assert [b.input_ids.shape[0] for b in batches] == [2, 2, 1]
+    total_images = sum(int(b.image_counts.sum()) for b in batches)
     assert total_images == 5
     tid = tokenizer.convert_tokens_to_ids("<image>")
     for b in batches:
         # image tokens in the batch == what the strategy says for the batch's images
-        expected = sum(dataset.strategy.num_tokens(tuple(s)) for s in b["image_sizes"].tolist())
-        assert int((b["input_ids"] == tid).sum()) == expected
-        assert int(b["num_tiles"].sum()) == (0 if b["pixel_values"] is None else b["pixel_values"].shape[0])
+        expected = sum(dataset.strategy.num_tokens(tuple(s)) for s in b.image_sizes.tolist())
+        assert int((b.input_ids == tid).sum()) == expected
+        assert int(b.num_tiles.sum()) == (0 if b.pixel_values is None else b.pixel_values.shape[0])
 
 
 def test_repeated_conversations_are_tokenized_once(tokenizer, data_dir, tmp_path, monkeypatch):

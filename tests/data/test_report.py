@@ -12,6 +12,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from mmfw.config.experiment import DataConfig, DatasetSpec
+from mmfw.data.batch import VLMBatch
 from mmfw.data.collator import VLMCollator
 from mmfw.data.dataset import build_dataset
 from mmfw.data.errors import TooManySkippedError
@@ -38,11 +39,11 @@ def test_summary_orders_reasons_by_count_and_ids_by_index() -> None:
 
 def test_report_counts_per_epoch_and_keeps_static_skips(caplog) -> None:
     report = DataReport(total=10, static=[skip(None, "bad-json")], max_skip_ratio=0.5, name="data.train")
-    batch = {"input_ids": torch.zeros(3, 4), "skipped": [skip(4, "missing-image")],
-             "truncated": [TruncatedSample("r7", 7, "drop-turns", 50, 40)]}
+    batch = VLMBatch(input_ids=torch.zeros(3, 4), labels=torch.zeros(3, 4), skipped=[skip(4, "missing-image")],
+                     truncated=[TruncatedSample("r7", 7, "drop-turns", 50, 40)])
     assert report.observe(batch) is True
-    assert report.observe({"input_ids": torch.zeros(0, 0), "skipped": [skip(8, "corrupt-image")],
-                           "truncated": []}) is False  # nothing left to train on
+    empty = VLMBatch(input_ids=torch.zeros(0, 0), labels=torch.zeros(0, 0), skipped=[skip(8, "corrupt-image")])
+    assert report.observe(empty) is False  # nothing left to train on
     with caplog.at_level(logging.WARNING, logger="mmfw.data.report"):
         metrics = report.end_epoch()
     assert metrics == {"data/skipped": 3.0, "data/truncated": 1.0, "data/skipped/bad-json": 1.0,
@@ -92,7 +93,7 @@ def test_dataloader_with_workers_reports_deterministically(tokenizer, tmp_path: 
         rows = 0
         for batch in loader:
             if report.observe(batch):
-                rows += batch["input_ids"].shape[0]
+                rows += batch.input_ids.shape[0]
         ids = sorted(s.id for s in report.all_skipped if s.id)
         return report.end_epoch(), ids, rows
 
@@ -111,7 +112,7 @@ def test_too_many_invalid_records_fail_at_construction(tokenizer, tmp_path: Path
 
 def test_packed_batches_count_samples_not_rows() -> None:
     report = DataReport(total=10, static=[], max_skip_ratio=None, name="data.train")
-    packed = {"input_ids": torch.zeros(2, 8), "sample_lengths": [[3, 3, 2], [5]], "skipped": [skip(4, "too-long")],
-              "truncated": []}
+    packed = VLMBatch(input_ids=torch.zeros(2, 8), labels=torch.zeros(2, 8), sample_lengths=[[3, 3, 2], [5]],
+                      skipped=[skip(4, "too-long")])
     assert report.observe(packed) is True
     assert report.samples_seen == 5, "four packed samples in two rows, one skipped"

@@ -108,8 +108,7 @@ def test_loglikelihood_is_the_models_token_log_probability(workdir: Path) -> Non
             "labels": torch.cat([prompt["labels"], cont])}
     batch = p.collator([item])
     with torch.no_grad():
-        loss = p.model(**{k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "labels",
-                                                                   "pixel_values")}).loss
+        loss = p.model(**batch.model_inputs(labels=True)).loss
     assert lp_greedy == pytest.approx(-float(loss) * cont.numel(), rel=1e-4)
 
 

@@ -75,8 +75,7 @@ def test_transformers_reproduces_mmfw(case, tmp_path, registries, tokenizer_dir,
     vlm, tok, cfg = load_model_dir(run, registries)
     pipe = VLMPipeline(vlm, tok, cfg)
     batch = pipe.collator([pipe.prepare([cat], QUESTION)])
-    inputs = {k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "pixel_values", "image_sizes",
-                                                       "num_tiles")}
+    inputs = batch.model_inputs()
     # transformers: its Auto classes and the processor saved with the model
     hf = AutoModelForImageTextToText.from_pretrained(out).eval()
     assert type(hf).__name__ == hf_class
@@ -87,9 +86,9 @@ def test_transformers_reproduces_mmfw(case, tmp_path, registries, tokenizer_dir,
             processor = AutoProcessor.from_pretrained(out, **({"backend": backend} if backend else {}))
             text = processor.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
             hf_inputs = processor(images=cat, text=text, return_tensors="pt")
-            assert torch.equal(hf_inputs["input_ids"], batch["input_ids"])
+            assert torch.equal(hf_inputs["input_ids"], batch.input_ids)
             pixels = hf_inputs["pixel_values"].flatten(0, -4)  # LlavaNext: (images, tiles, 3, H, W)
-            torch.testing.assert_close(pixels, batch["pixel_values"], atol=pixel_tol, rtol=0)
+            torch.testing.assert_close(pixels, batch.pixel_values, atol=pixel_tol, rtol=0)
             theirs = hf(**hf_inputs).logits
             assert float((ours - theirs).abs().max()) <= logit_tol, backend
         new = hf.generate(**hf_inputs, max_new_tokens=4, do_sample=False)[0, hf_inputs["input_ids"].shape[1]:]

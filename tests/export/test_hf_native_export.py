@@ -61,9 +61,7 @@ def _mmfw_answers(run: Path, registries, images, prompts, max_new_tokens: int = 
     for image in images:
         for prompt in prompts:
             batch = pipe.collator([pipe.prepare([image], prompt)])
-            inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "pixel_values", "image_sizes",
-                                            "num_tiles")}
-            out.append(pipe.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)[0].tolist())
+            out.append(pipe.model.generate(**batch.model_inputs(), max_new_tokens=max_new_tokens, do_sample=False)[0].tolist())
     return out
 
 

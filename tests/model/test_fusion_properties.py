@@ -76,33 +76,33 @@ def test_collator_and_fusion_equal_per_sample_reference(batch: list[dict], side:
         items.append(s)
     kept = [s for s in items if not isinstance(s, SkippedSample)]
     out = VLMCollator(PAD, padding_side=side)(items)
-    assert [s.id for s in out["skipped"]] == [s.id for s in items if isinstance(s, SkippedSample)]
+    assert [s.id for s in out.skipped] == [s.id for s in items if isinstance(s, SkippedSample)]
 
     table = torch.randn(VOCAB, DIM, generator=torch.Generator().manual_seed(0))
     features = torch.cat([f for s in kept for f in s["features"]]) if any(s["features"] for s in kept) \
         else torch.zeros(0, DIM)
     rows = [sum(len(f) for f in s["features"]) for s in kept]
-    fused, labels = splice_image_features(table[out["input_ids"]], out["input_ids"], IMG, features, out["labels"],
+    fused, labels = splice_image_features(table[out.input_ids], out.input_ids, IMG, features, out.labels,
                                           rows_per_sample=rows)
     ref_embeds, ref_labels, ref_mask = reference(kept, table, side)
     assert torch.equal(fused, ref_embeds)
     assert torch.equal(labels, ref_labels)
-    assert torch.equal(out["attention_mask"], ref_mask)
+    assert torch.equal(out.attention_mask, ref_mask)
     # image bookkeeping: per image its size and tiles, per sample its image count, tiles in order
     images = [im for s in kept for im in s["images"]]
-    assert out["image_counts"].tolist() == [len(s["images"]) for s in kept]
-    assert out["num_tiles"].tolist() == [im.pixel_values.shape[0] for im in images]
-    assert out["image_sizes"].tolist() == [list(im.size) for im in images]
+    assert out.image_counts.tolist() == [len(s["images"]) for s in kept]
+    assert out.num_tiles.tolist() == [im.pixel_values.shape[0] for im in images]
+    assert out.image_sizes.tolist() == [list(im.size) for im in images]
     if images:
-        assert torch.equal(out["pixel_values"], torch.cat([im.pixel_values for im in images]))
+        assert torch.equal(out.pixel_values, torch.cat([im.pixel_values for im in images]))
     else:
-        assert out["pixel_values"] is None
+        assert out.pixel_values is None
 
 
 def test_all_skipped_batch_is_empty() -> None:
     skip = SkippedSample("f.jsonl:1", "a", "corrupt-image", "bad")
     out = VLMCollator(PAD)([skip, skip])
-    assert out["input_ids"].shape == (2 - 2, 0) and out["skipped"] == [skip, skip] and out["pixel_values"] is None
+    assert out.input_ids.shape == (2 - 2, 0) and out.skipped == [skip, skip] and out.pixel_values is None
 
 
 def test_per_sample_mismatch_is_caught_even_when_the_batch_total_matches() -> None:

@@ -19,7 +19,6 @@ from mmfw.model.builder import build_model
 from mmfw.model.fusion import FusionError, check_image_markers
 
 MARKERS = {"image_start_token": "<im_start>", "image_end_token": "<im_end>"}
-MODEL_KEYS = ("input_ids", "attention_mask", "pixel_values", "image_sizes", "num_tiles")
 
 
 @pytest.fixture
@@ -97,13 +96,13 @@ def test_inspect_counts_the_markers(tiny_experiment, marked, registries) -> None
 def test_model_trains_on_marked_batches_and_masks_marker_labels(marked) -> None:
     _, model, tok, ds = marked
     batch = VLMCollator(tok.pad_token_id)([ds[0], ds[1]])
-    labels = batch["labels"].clone()
+    labels = batch.labels.clone()
     start, end = model.image_marker_ids
-    labels[batch["input_ids"] == start] = start  # even if the data forgot to mask them, the fusion does
-    _, out_labels = model.embed(batch["input_ids"], labels, batch["pixel_values"], batch["image_sizes"],
-                                batch["num_tiles"])
-    assert bool((out_labels[batch["input_ids"] == start] == IGNORE_INDEX).all())
-    loss = model(**{k: batch[k] for k in MODEL_KEYS}, labels=batch["labels"]).loss
+    labels[batch.input_ids == start] = start  # even if the data forgot to mask them, the fusion does
+    _, out_labels = model.embed(batch.input_ids, labels, batch.pixel_values, batch.image_sizes,
+                                batch.num_tiles)
+    assert bool((out_labels[batch.input_ids == start] == IGNORE_INDEX).all())
+    loss = model(**batch.model_inputs(labels=True)).loss
     assert torch.isfinite(loss)
 
 
@@ -118,12 +117,12 @@ def test_misplaced_end_token_is_a_located_error(marked) -> None:
     _, model, tok, ds = marked
     batch = VLMCollator(tok.pad_token_id)([ds[0], ds[1]])
     start, end = model.image_marker_ids
-    bad = _swap_end(batch["input_ids"], 1, end)
+    bad = _swap_end(batch.input_ids, 1, end)
     n = model.image_strategy.num_tokens(ds[1]["images"][0].size)
     p = int((bad[1] == start).nonzero()[0])
     with pytest.raises(FusionError, match=rf"sample 1, image 0 \(start token at position {p}\): the image end token "
                                           rf"must come right after its {n} feature rows, at position {p + 1 + n}"):
-        model(**{**{k: batch[k] for k in MODEL_KEYS}, "input_ids": bad})
+        model(**{**batch.model_inputs(), "input_ids": bad})
 
 
 def test_marker_checks_name_sample_and_image() -> None:

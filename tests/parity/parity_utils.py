@@ -98,7 +98,7 @@ def mmfw_batch(vlm: VisionLanguageModel, tokenizer: Any, images: list[Image.Imag
                             image_token_counts=[vlm.image_strategy.num_tokens(inp.size)], system_prompt=SYSTEM)
         items.append({"input_ids": ids, "labels": [-100] * len(ids), "images": [inp]})
     batch = VLMCollator(tokenizer.pad_token_id)(items)
-    return {k: batch[k] for k in ("input_ids", "attention_mask", "pixel_values", "image_sizes", "num_tiles")}
+    return batch.model_inputs()
 
 
 def max_logit_diff(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor) -> float:

@@ -28,7 +28,7 @@ def test_second_epoch_and_second_run_skip_the_encoder(experiment, registries, tm
     cached = Trainer(load_config_dict(_align(experiment, tmp_path / "cached", str(cache)), registries), registries,
                      progress=False)
     cached.train()
-    assert cached.total_steps == 12  # 2 epochs of 6 batches
+    assert cached.state.total_steps == 12  # 2 epochs of 6 batches
     assert (cached.feature_cache.misses, cached.feature_cache.hits) == (48, 48)  # 48 images, seen twice
     (fingerprint,) = [p for p in cache.iterdir() if p.is_dir()]
     stored = sum(len(load_file(str(f))) for f in fingerprint.glob("*.safetensors"))

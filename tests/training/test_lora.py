@@ -41,7 +41,7 @@ def _batch(model, tokenizer, synth_data):
     ds = LlavaDataset([DatasetSpec(path=str(synth_data.eval))], tokenizer, model.image_strategy, image_token="<image>",
                       max_length=96)
     batch = VLMCollator(tokenizer.pad_token_id)([ds[i] for i in range(4)])
-    return {k: batch[k] for k in ("input_ids", "attention_mask", "pixel_values", "image_sizes", "num_tiles")}
+    return batch.model_inputs()
 
 
 @torch.no_grad()

@@ -116,7 +116,7 @@ def test_trainer_with_gradient_accumulation(experiment, mixed_train, synth_data,
     assert isinstance(trainer.batch_sampler, ModalityGroupedBatchSampler)
     seen = 0
     for batch in trainer.loader:
-        counts = batch["image_counts"].tolist()
+        counts = batch.image_counts.tolist()
         assert len(set(c > 0 for c in counts)) == 1, counts
         seen += len(counts)
     assert seen == 40

@@ -17,7 +17,6 @@ from mmfw.training.loss import IGNORE_INDEX
 from mmfw.training.optim import build_optimizer
 from mmfw.training.policy import apply_policy, trainable_parameter_counts
 
-MODEL_KEYS = ("input_ids", "attention_mask", "pixel_values", "image_sizes", "num_tiles")
 
 
 @pytest.fixture
@@ -40,8 +39,8 @@ def _train(model, applied, batches, steps: int = 3, accumulation: int = 2) -> No
     for step in range(steps):
         for k in range(accumulation):
             batch = batches[(step * accumulation + k) % len(batches)]
-            labels = batch["labels"].masked_fill(batch["input_ids"] == model.image_token_id, IGNORE_INDEX)
-            loss = model(**{key: batch[key] for key in MODEL_KEYS}, labels=labels).loss / accumulation
+            labels = batch.labels.masked_fill(batch.input_ids == model.image_token_id, IGNORE_INDEX)
+            loss = model(**batch.model_inputs(), labels=labels).loss / accumulation
             loss.backward()
         torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], t.max_grad_norm)
         opt.step()

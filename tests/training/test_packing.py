@@ -14,7 +14,7 @@ from mmfw.data.collator import VLMCollator
 from mmfw.data.dataset import LlavaDataset
 from mmfw.model.builder import build_model
 from mmfw.training.loss import supervised_tokens, token_loss_sum
-from mmfw.training.packing import PackedCollator, position_ids_for
+from mmfw.data.packing import PackedCollator, position_ids_for
 from mmfw.training.sampling import (
     LengthGroupedBatchSampler,
     PackedBatchSampler,
@@ -122,15 +122,14 @@ def test_packed_loss_equals_unpacked_loss(model_and_items) -> None:
     padded = VLMCollator(tokenizer.pad_token_id)(items)
     rows = [0, 0, 0, 1, 1, 2]  # three rows of 3, 2 and 1 samples
     packed = PackedCollator(tokenizer.pad_token_id)([{**it, "row": r} for it, r in zip(items, rows, strict=True)])
-    assert packed["input_ids"].shape[0] == 3 and packed["attention_mask"] is None
-    assert supervised_tokens(packed["labels"]) == supervised_tokens(padded["labels"])
-    keys = ("input_ids", "attention_mask", "pixel_values", "image_sizes", "num_tiles", "position_ids")
+    assert packed.input_ids.shape[0] == 3 and packed.attention_mask is None
+    assert supervised_tokens(packed.labels) == supervised_tokens(padded.labels)
     with torch.no_grad():
-        out_p = model(**{k: padded[k] for k in keys if padded.get(k) is not None}, use_cache=False)
-        out_k = model(**{k: packed[k] for k in keys if packed.get(k) is not None}, use_cache=False)
-        hf = model(**{k: padded[k] for k in keys if padded.get(k) is not None}, labels=padded["labels"]).loss
-    loss_p = token_loss_sum(out_p.logits, padded["labels"]) / supervised_tokens(padded["labels"])
-    loss_k = token_loss_sum(out_k.logits, packed["labels"]) / supervised_tokens(packed["labels"])
+        out_p = model(**padded.model_inputs(), use_cache=False)
+        out_k = model(**packed.model_inputs(), use_cache=False)
+        hf = model(**padded.model_inputs(labels=True)).loss
+    loss_p = token_loss_sum(out_p.logits, padded.labels) / supervised_tokens(padded.labels)
+    loss_k = token_loss_sum(out_k.logits, packed.labels) / supervised_tokens(packed.labels)
     assert float(loss_k) == pytest.approx(float(loss_p), rel=1e-4)
     assert float(loss_p) == pytest.approx(float(hf), rel=1e-5)  # the same loss transformers computes
     # stronger: every real token's logits are the same, so no sample attends to another one in its row

@@ -122,8 +122,7 @@ def test_gradient_checkpointing_gives_the_same_gradients(model_cfg, registries, 
                           max_length=96)
         batch = VLMCollator(tok.pad_token_id)([ds[i] for i in range(3)])
         vlm.train()
-        keys = ("input_ids", "attention_mask", "labels", "pixel_values", "image_sizes", "num_tiles")
-        vlm(**{k: batch[k] for k in keys}).loss.backward()
+        vlm(**batch.model_inputs(labels=True)).loss.backward()
         grads.append({n: p.grad.clone() for n, p in vlm.named_parameters() if p.grad is not None})
     assert grads[0].keys() == grads[1].keys()
     for n in grads[0]:

@@ -21,11 +21,11 @@ def _install_hooks() -> None:
     kill_save = os.environ.get("DRIVER_KILL_DURING_SAVE")
     if not (stall or kill_save):
         return
-    from mmfw.training import trainer as tr
+    from mmfw.training import saving, step
 
     if stall:
         state = {"armed": False, "calls": 0}
-        original_commit, original_loss = tr.commit_checkpoint, tr.token_loss_sum
+        original_commit, original_loss = saving.commit_checkpoint, step.token_loss_sum
 
         def commit(tmp, step, trainer_state, keep_last):  # type: ignore[no-untyped-def]
             out = original_commit(tmp, step, trainer_state, keep_last)
@@ -40,9 +40,9 @@ def _install_hooks() -> None:
                 time.sleep(600)
             return value
 
-        tr.commit_checkpoint, tr.token_loss_sum = commit, loss
+        saving.commit_checkpoint, step.token_loss_sum = commit, loss
     if kill_save:
-        original_write = tr.write_model_dir
+        original_write = saving.write_model_dir
 
         def write(model, tokenizer, cfg, directory, state_dict=None):  # type: ignore[no-untyped-def]
             if Path(directory).name == f".step-{kill_save}.tmp":
@@ -55,7 +55,7 @@ def _install_hooks() -> None:
                 os.kill(os.getpid(), signal.SIGKILL)  # weights written; tokenizer, config, trainer state not yet
             return original_write(model, tokenizer, cfg, directory, state_dict)
 
-        tr.write_model_dir = write
+        saving.write_model_dir = write
 
 
 if __name__ == "__main__":
