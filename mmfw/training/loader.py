@@ -101,6 +101,16 @@ def build_train_loader(stage: ResolvedStage, dataset: Any, pad_token_id: int, se
     return loader, sampler
 
 
+def build_stage_loader(acc: Accelerator, cfg: ExperimentConfig, stage: ResolvedStage, tokenizer: Any, strategy: Any,
+                       stage_path: Path) -> tuple[StageData, DataLoader, Any]:
+    """A stage's data (:func:`build_stage_data`), its training loader and that loader's batch sampler (sample
+    lengths cached under ``stage_path``)."""
+    data = build_stage_data(cfg, stage, tokenizer, strategy)
+    loader, sampler = build_train_loader(stage, data.train_set, tokenizer.pad_token_id, cfg.seed + 1000 * stage.index,
+                                         lambda: shared_sample_lengths(acc, data.train_set, stage_path / ".cache"))
+    return data, loader, sampler
+
+
 def micro_batches(acc: Accelerator, loader: Any, sampler: Any, data: StageData, state: StageState,
                   log: Callable[[dict[str, Any]], None]) -> Iterator[VLMBatch]:
     """Micro-batches forever, epoch after epoch, starting at ``state``'s position (which it advances); each epoch's

@@ -48,6 +48,14 @@ class MetricsLogger:
                 numbers = {f"{self.stage.name}/{k}": v for k, v in numbers.items()}
             self.acc.log(numbers, step=self.tracker_step)
 
+    def log_window(self, meter: ThroughputMeter, lr: float, bar: Any) -> dict[str, float]:
+        """Log the metrics of ``meter``'s window (as ``train/...``), show them on the progress ``bar``; returns them."""
+        last = meter.flush(lr)
+        if "loss" in last:  # a window of skipped (non-finite) steps has no loss to report
+            bar.set_postfix(loss=f"{last['loss']:.4f}", tok_s=f"{last['tokens_per_s']:.0f}")
+        self.log({f"train/{k}": v for k, v in last.items()})
+        return last
+
 
 class ThroughputMeter:
     """Mean loss of the good steps of a window, real tokens per second (all processes) and token efficiency

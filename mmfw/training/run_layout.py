@@ -16,12 +16,14 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from mmfw.config import ConfigError, ExperimentConfig, load_config
+from mmfw.config import ConfigError, ExperimentConfig, load_config, save_config
 from mmfw.config.experiment import ResolvedStage
 from mmfw.config.loader import RESOLVED_CONFIG_NAME
 from mmfw.model.builder import WEIGHTS_NAME
 from mmfw.model.io import FINAL_MODEL_DIR
-from mmfw.training.checkpoint import latest_checkpoint
+from mmfw.training.checkpoint import latest_checkpoint, remove_stale
+from mmfw.training.data_prep import prepare_data
+from mmfw.training.errors import RunExistsError
 from mmfw.training.evaluate import PREDICTIONS_FILE
 from mmfw.training.plots import PLOTS_DIR
 
@@ -90,6 +92,36 @@ def check_resumable(run_dir: Path, cfg: ExperimentConfig, registries: Any) -> No
     if changed:
         logger.warning("resuming with a config that differs from the run's in %s; the result will not be the "
                        "one of an uninterrupted run", changed)
+
+
+def check_run_dir(run_dir: Path, cfg: ExperimentConfig, registries: Any, resume: bool, overwrite: bool) -> list[str]:
+    """What ``run_dir`` already holds (:func:`run_progress`); an error if that is something and neither ``resume``
+    nor ``overwrite`` is set, or if ``resume`` would continue a run of another model or other stages."""
+    progress = run_progress(run_dir, cfg) if run_dir.exists() else []
+    if progress and not (resume or overwrite):
+        raise RunExistsError(f"{run_dir} already holds a run ({'; '.join(progress)}); pass --resume to "
+                             "continue it or --overwrite to start over")
+    if resume and (run_dir / RESOLVED_CONFIG_NAME).exists():
+        check_resumable(run_dir, cfg, registries)
+    return progress
+
+
+def start_run_dir(run_dir: Path, cfg: ExperimentConfig, progress: list[str], overwrite: bool) -> None:
+    """Create ``run_dir`` (first deleting the previous run's files with ``overwrite``) and save the resolved config."""
+    if progress and overwrite:
+        logger.warning("--overwrite: deleting the previous run in %s (%s)", run_dir, "; ".join(progress))
+        clear_run(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, run_dir / RESOLVED_CONFIG_NAME)
+
+
+def prepare_stage_dir(stage_path: Path, stage: ResolvedStage) -> None:
+    """Before a stage trains (main process): its generated data and tokenizer exist, its directory exists, and
+    what an interrupted save left there is gone."""
+    prepare_data(stage.data)
+    stage_path.mkdir(parents=True, exist_ok=True)
+    for stale in remove_stale(stage_path):
+        logger.info("removed %s (left by an interrupted save)", stale)
 
 
 def write_final_metrics(run_dir: Path, final: dict[str, float], per_stage: dict[str, dict[str, float]] | None,

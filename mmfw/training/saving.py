@@ -24,7 +24,9 @@ from mmfw.training.checkpoint import (
     commit_checkpoint,
     failed_write_error,
     is_write_failure,
+    latest_checkpoint,
     publish_dir,
+    read_trainer_state,
     staging_dir,
     staging_path,
     write_model_dir,
@@ -67,6 +69,17 @@ def save_checkpoint(acc: Accelerator, model: Any, tokenizer: Any, cfg: Experimen
         raise failed_write_error(e, tmp, stage_path, f"checkpoint step-{step}") from e
     acc.wait_for_everyone()
     return final
+
+
+def checkpoint_of_step(acc: Accelerator, model: Any, tokenizer: Any, cfg: ExperimentConfig, stage_path: Path,
+                       state: StageState, keep_last: int) -> Path:
+    """The checkpoint of ``state``'s step: the latest one if it is of that step, else one written now."""
+    step = state.global_step
+    ckpt = latest_checkpoint(stage_path)
+    if ckpt is None or read_trainer_state(ckpt).get("global_step") != step:
+        ckpt = save_checkpoint(acc, model, tokenizer, cfg, stage_path, state, keep_last) or \
+            staging_path(stage_path, step).parent / f"step-{step}"
+    return ckpt
 
 
 def publish_stage(acc: Accelerator, model: Any, tokenizer: Any, cfg: ExperimentConfig, stage: ResolvedStage,

@@ -24,9 +24,8 @@ from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
 from mmfw.components import Registries
-from mmfw.config import ExperimentConfig, save_config
+from mmfw.config import ExperimentConfig
 from mmfw.config.experiment import ResolvedStage
-from mmfw.config.loader import RESOLVED_CONFIG_NAME
 from mmfw.training.accelerator import (
     accelerate_saves_model,
     init_trackers,
@@ -34,35 +33,25 @@ from mmfw.training.accelerator import (
     make_accelerator,
     start_stage,
 )
-from mmfw.training.checkpoint import (
-    STATE_DIR,
-    checkpoint_dirs,
-    latest_checkpoint,
-    read_trainer_state,
-    remove_stale,
-    resume_checkpoint,
-    staging_path,
-)
-from mmfw.training.data_prep import prepare_data
-from mmfw.training.errors import RunExistsError
+from mmfw.training.checkpoint import STATE_DIR, resume_checkpoint
 from mmfw.training.evaluate import evaluate_stage
 from mmfw.training.feature_cache import EncoderFeatureCache
-from mmfw.training.loader import build_stage_data, build_train_loader, micro_batches, shared_sample_lengths
+from mmfw.training.loader import build_stage_loader, micro_batches
 from mmfw.training.metrics import MetricsLogger, ThroughputMeter
 from mmfw.training.optim import build_optimizer, build_scheduler
 from mmfw.training.plots import draw_run_plots_quietly
 from mmfw.training.policy import check_stage_policies
 from mmfw.training.run_layout import (
-    check_resumable,
-    clear_run,
-    run_progress,
+    check_run_dir,
+    prepare_stage_dir,
     stage_dir,
     stage_output_dir,
     stage_record,
+    start_run_dir,
     write_final_metrics,
 )
 from mmfw.training.run_lock import acquire_run_lock, check_process_group
-from mmfw.training.saving import publish_stage, save_checkpoint
+from mmfw.training.saving import checkpoint_of_step, publish_stage, save_checkpoint
 from mmfw.training.signals import TrainingInterrupted, stop_agreed
 from mmfw.training.stage_model import build_stage_model
 from mmfw.training.state import StageState
@@ -114,19 +103,10 @@ class Trainer:
         check_stage_policies(self.cfg, self.registries)
         if acc.is_main_process and self.run_lock is None:  # robust: one trainer per run directory
             self.run_lock = acquire_run_lock(self.run_dir)
-        progress = run_progress(self.run_dir, self.cfg) if self.run_dir.exists() else []
-        if progress and not (self.resume or self.overwrite):
-            raise RunExistsError(f"{self.run_dir} already holds a run ({'; '.join(progress)}); pass --resume to "
-                                 "continue it or --overwrite to start over")
-        if self.resume and (self.run_dir / RESOLVED_CONFIG_NAME).exists():
-            check_resumable(self.run_dir, self.cfg, self.registries)
+        progress = check_run_dir(self.run_dir, self.cfg, self.registries, self.resume, self.overwrite)
         acc.wait_for_everyone()
         if acc.is_main_process:
-            if progress and self.overwrite:
-                logger.warning("--overwrite: deleting the previous run in %s (%s)", self.run_dir, "; ".join(progress))
-                clear_run(self.run_dir)
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            save_config(self.cfg, self.run_dir / RESOLVED_CONFIG_NAME)
+            start_run_dir(self.run_dir, self.cfg, progress, self.overwrite)
             self.metrics.start(self.resume)
         acc.wait_for_everyone()
         init_trackers(acc, self.cfg)
@@ -162,21 +142,15 @@ class Trainer:
         self.stage, self.stage_path = stage, stage_dir(self.run_dir, stage)
         start_stage(acc, stage)
         if acc.is_main_process:
-            prepare_data(stage.data)
-            self.stage_path.mkdir(parents=True, exist_ok=True)
-            for stale in remove_stale(self.stage_path):
-                logger.info("removed %s (left by an interrupted save)", stale)
+            prepare_stage_dir(self.stage_path, stage)
         acc.wait_for_everyone()
         set_seed(self.cfg.seed + stage.index)
         model, self.tokenizer, applied = build_stage_model(self.cfg, self.registries, stage, init_from, resume_from,
                                                            load_resumed_weights=not accelerate_saves_model(acc))
         self.trainable = applied.counts
-        self.data = build_stage_data(self.cfg, stage, self.tokenizer, model.image_strategy)
+        self.data, self.loader, self.batch_sampler = build_stage_loader(acc, self.cfg, stage, self.tokenizer,
+                                                                        model.image_strategy, self.stage_path)
         self.train_set, self.eval_set = self.data.train_set, self.data.eval_set
-        seed = self.cfg.seed + 1000 * stage.index
-        self.loader, self.batch_sampler = build_train_loader(
-            stage, self.train_set, self.tokenizer.pad_token_id, seed,
-            lambda: shared_sample_lengths(acc, self.train_set, self.stage_path / ".cache"))
         self.feature_cache = None
         if t.feature_cache is not None:
             self.feature_cache = EncoderFeatureCache(t.feature_cache, model.vision_encoder, acc.process_index).install()
@@ -222,7 +196,7 @@ class Trainer:
                 state.tokens_seen += result.real_tokens
                 meter.add(result.loss, not result.bad, result.real_tokens, result.computed_tokens)
                 if state.global_step % t.log_every == 0 or state.done:
-                    last = self._log_window(meter, bar)
+                    last = self.metrics.log_window(meter, self.scheduler.get_last_lr()[0], bar)
                 if t.eval_every and state.global_step % t.eval_every == 0 and not state.done:
                     self.evaluate(generate=True)
                 if t.save_every and state.global_step % t.save_every == 0 and not state.done:
@@ -243,13 +217,6 @@ class Trainer:
             self.hooks.mmfw_train_end(metrics=final, run_dir=self.run_dir)
         acc.wait_for_everyone()
         return final
-
-    def _log_window(self, meter: ThroughputMeter, bar: Any) -> dict[str, float]:
-        last = meter.flush(self.scheduler.get_last_lr()[0])
-        if "loss" in last:  # a window of skipped (non-finite) steps has no loss to report
-            bar.set_postfix(loss=f"{last['loss']:.4f}", tok_s=f"{last['tokens_per_s']:.0f}")
-        self.metrics.log({f"train/{k}": v for k, v in last.items()})
-        return last
 
     # -- evaluation, saving, stopping ----------------------------------------------------------------------------
     def evaluate(self, generate: bool) -> dict[str, float]:
@@ -277,14 +244,12 @@ class Trainer:
 
     def _interrupt(self) -> None:
         """Write a checkpoint of the finished step and stop, naming it and the command that continues."""
-        step = self.state.global_step
-        ckpt = latest_checkpoint(self.stage_path)
-        if ckpt is None or read_trainer_state(ckpt).get("global_step") != step:
-            ckpt = self.save_checkpoint() or staging_path(self.stage_path, step).parent / f"step-{step}"
+        ckpt = checkpoint_of_step(self.accelerator, self.model, self.tokenizer, self.cfg, self.stage_path, self.state,
+                                  self.stage.training.keep_last)
         raise TrainingInterrupted(
-            f"stopped by {self.stop.signal or 'a signal'} after step {step} of {self.state.total_steps} of "
+            f"stopped by {self.stop.signal or 'a signal'} after step {self.state.global_step} of {self.state.total_steps} of "
             f"stage {self.stage.name!r}; checkpoint {ckpt} written. `mmfw train {self.run_dir} --resume` continues "
             "from it")
 
 
-__all__ = ["Trainer", "checkpoint_dirs", "make_accelerator", "stage_dir", "stage_output_dir"]
+__all__ = ["Trainer"]
