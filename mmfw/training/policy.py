@@ -1,8 +1,9 @@
 """Per-module training policy: which parts of the VLM are trained, how (full, LoRA, last blocks), at what LR scale.
 
-:func:`apply_policy` changes a model in place at the start of a stage (``requires_grad``, peft wrapping, gradient
-checkpointing) and returns each trainable parameter's learning-rate multiplier. :func:`trainable_parameter_counts`
-computes what a policy would train without touching the model (for ``mmfw inspect`` and dry runs).
+:func:`plan_policy` works out once which parameters a policy trains, with which learning-rate multiplier;
+:func:`apply_policy` carries that plan out on a model at the start of a stage (``requires_grad``, peft wrapping,
+gradient checkpointing) and :func:`trainable_parameter_counts` counts it without touching the model (for
+``mmfw inspect``, dry runs and the trainer's pre-check).
 """
 
 from __future__ import annotations
@@ -100,44 +101,84 @@ def _policy_params(module: nn.Module, pol: FrozenPolicy | FullPolicy, label: str
     return []
 
 
+@dataclass
+class PolicyPlan:
+    """What a policy trains in a model, worked out once (from the model without adapters, which may live on the
+    meta device); :func:`apply_policy` carries it out and :meth:`counts` counts it, so the two cannot disagree."""
+
+    params: dict[int, tuple[nn.Parameter, str, float]]
+    """``id(parameter)`` -> (parameter, its component, LR multiplier) of every trainable parameter but adapters."""
+    lora: dict[str, LoraPolicy]
+    """Components that get LoRA adapters (only the adapters train; their LR multiplier is the policy's)."""
+    new_token_rows: float | None
+    """LR multiplier of the added tokens' embedding rows when they train (``new_token_embeddings``), else None."""
+
+    def counts(self, model: nn.Module) -> dict[str, int]:
+        """Trainable parameters per component, and ``total``."""
+        counts = dict.fromkeys(COMPONENTS, 0)
+        for p, owner, _ in self.params.values():
+            counts[owner] += p.numel()
+        if self.new_token_rows is not None:
+            counts["llm"] += new_token_row_count(model)
+        for name, pol in self.lora.items():
+            counts[name] += lora_parameter_count(wrapped_model(getattr(model, name), name, ""), pol)
+        counts["total"] = sum(counts.values())
+        return counts
+
+
+def plan_policy(model: nn.Module, policy: PolicyConfig, where: str = "training.policy") -> PolicyPlan:
+    """The :class:`PolicyPlan` of ``policy`` for the VLM ``model`` (without adapters; not changed). Raises
+    :class:`ConfigError` for keys that do not fit the model (unknown LoRA targets or sub-modules), located at
+    ``where`` (e.g. ``stages[1].policy``)."""
+    from mmfw.training.lora import check_lora_targets
+
+    owner: dict[int, str] = {}
+    for name in COMPONENTS:
+        owner.update({id(p): name for p in getattr(model, name).parameters() if id(p) not in owner})
+    params: dict[int, tuple[nn.Parameter, str, float]] = {}
+    lora: dict[str, LoraPolicy] = {}
+    for name, pol in policy.components().items():
+        module = getattr(model, name)
+        if isinstance(pol, LoraPolicy):
+            check_lora_targets(wrapped_model(module, name, where), pol, f"{where}.{name}")
+            lora[name] = pol
+        else:
+            params.update({id(p): (p, name, pol.lr_scale) for p in _policy_params(module, pol, name, where)})
+    for path, pol in policy.modules.items():
+        sub = _submodule(model, path, where)
+        for p in sub.parameters():
+            params.pop(id(p), None)
+        params.update({id(p): (p, owner[id(p)], pol.lr_scale)
+                       for p in _policy_params(sub, pol, f"modules.{path}", where)})
+    if policy.new_token_embeddings:  # only their new rows train (see train_new_token_rows)
+        if any(id(w) in params for w in embedding_weights(model)):
+            raise ConfigError([f"{where}.new_token_embeddings: the LLM's embeddings are already trained in full by "
+                               "another policy; train either every row or the new ones"])
+    return PolicyPlan(params, lora, policy.llm.lr_scale if policy.new_token_embeddings else None)
+
+
 def apply_policy(model: nn.Module, policy: PolicyConfig, where: str = "training.policy") -> AppliedPolicy:
-    """Apply ``policy`` to the VLM ``model`` in place; config problems raise :class:`ConfigError` naming the key."""
-    components = policy.components()
-    overrides = [(path, pol, _submodule(model, path, where)) for path, pol in policy.modules.items()]
-    for name, pol in components.items():
+    """Apply ``policy`` to the VLM ``model`` in place (its :class:`PolicyPlan`: gradient checkpointing, LoRA
+    wrapping, ``requires_grad``); config problems raise :class:`ConfigError` naming the key."""
+    plan = plan_policy(model, policy, where)
+    counts = plan.counts(model)
+    for name, pol in policy.components().items():
         if pol.gradient_checkpointing:
             enable_gradient_checkpointing(getattr(model, name), name, where)
-    for name, pol in components.items():
-        if isinstance(pol, LoraPolicy):
-            wrap_lora(getattr(model, name), name, pol, where)
-    scales: dict[int, float] = {}
-    for name, pol in components.items():
-        module = getattr(model, name)
-        module.requires_grad_(False)
-        if isinstance(pol, LoraPolicy):
-            train = [p for n, p in module.named_parameters() if is_lora_parameter(n)]
-        else:
-            train = _policy_params(module, pol, name, where)
-        for p in train:
-            p.requires_grad_(True)
-            scales[id(p)] = pol.lr_scale
-    for path, pol, sub in overrides:
-        for p in sub.parameters():
-            p.requires_grad_(False)
-            scales.pop(id(p), None)
-        for p in _policy_params(sub, pol, f"modules.{path}", where):
-            p.requires_grad_(True)
-            scales[id(p)] = pol.lr_scale
-    new_rows = train_new_token_rows(model, where) if policy.new_token_embeddings else None
+    for name, pol in plan.lora.items():
+        wrap_lora(getattr(model, name), name, pol, where)
+    model.requires_grad_(False)
+    scales = {pid: scale for pid, (_, _, scale) in plan.params.items()}
+    for p, _, _ in plan.params.values():
+        p.requires_grad_(True)
+    for name, pol in plan.lora.items():
+        for n, p in getattr(model, name).named_parameters():
+            if is_lora_parameter(n):
+                p.requires_grad_(True)
+                scales[id(p)] = pol.lr_scale
+    new_rows = train_new_token_rows(model, where) if plan.new_token_rows is not None else None
     if new_rows is not None:
-        scales.update({id(w): policy.llm.lr_scale for w in new_rows.weights})
-    counts = {name: sum(p.numel() for p in getattr(model, name).parameters() if p.requires_grad)
-              for name in COMPONENTS}
-    counts["total"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    if new_rows is not None:  # only the new rows of the embedding weights train
-        frozen_rows = sum(w.numel() for w in new_rows.weights) - new_rows.trainable_numel
-        counts["llm"] -= frozen_rows
-        counts["total"] -= frozen_rows
+        scales.update({id(w): plan.new_token_rows for w in new_rows.weights})
     logger.info("trainable parameters: %s", counts)
     return AppliedPolicy(counts, scales, no_decay={id(w) for w in new_rows.weights} if new_rows else set())
 
@@ -145,42 +186,8 @@ def apply_policy(model: nn.Module, policy: PolicyConfig, where: str = "training.
 def trainable_parameter_counts(model: nn.Module, policy: PolicyConfig,
                                where: str = "training.policy") -> dict[str, int]:
     """Trainable parameters per component (and ``total``) that ``policy`` would give ``model``, computed without
-    changing it (the model may live on the meta device). ``model`` is a VLM without adapters (as built by
-    :func:`mmfw.model.builder.build_model`). Raises :class:`ConfigError` for policy keys that do not fit the model
-    (unknown LoRA targets or sub-modules), located at ``where`` (e.g. ``stages[1].policy``)."""
-    from mmfw.training.lora import check_lora_targets
-
-    trainable: dict[int, nn.Parameter] = {}
-    owner: dict[int, str] = {}
-    lora: dict[str, int] = {}
-    for name, pol in policy.components().items():
-        module = getattr(model, name)
-        for p in module.parameters():
-            owner.setdefault(id(p), name)
-        if isinstance(pol, LoraPolicy):
-            inner = wrapped_model(module, name, where)
-            check_lora_targets(inner, pol, f"{where}.{name}")
-            lora[name] = lora_parameter_count(inner, pol)
-        else:
-            trainable.update({id(p): p for p in _policy_params(module, pol, name, where)})
-    for path, pol in policy.modules.items():
-        sub = _submodule(model, path, where)
-        for p in sub.parameters():
-            trainable.pop(id(p), None)
-        trainable.update({id(p): p for p in _policy_params(sub, pol, f"modules.{path}", where)})
-    if policy.new_token_embeddings:
-        for w in embedding_weights(model):
-            trainable.pop(id(w), None)
-    counts = dict.fromkeys(COMPONENTS, 0)
-    for pid, p in trainable.items():
-        if pid in owner:
-            counts[owner[pid]] += p.numel()
-    if policy.new_token_embeddings:
-        counts["llm"] += new_token_row_count(model)
-    for name, n in lora.items():
-        counts[name] += n
-    counts["total"] = sum(counts.values())
-    return counts
+    changing it (the model may live on the meta device): the counts of its :class:`PolicyPlan`."""
+    return plan_policy(model, policy, where).counts(model)
 
 
 def stage_policy_counts(cfg: Any, registries: Any) -> dict[str, dict[str, int]]:
