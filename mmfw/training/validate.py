@@ -69,8 +69,9 @@ class ValidationContext(ConfigContext):
     def image_strategy(self) -> ImageStrategy | None:
         """The image strategy built on the meta device with its real geometry, or None if that is not possible
         cheaply (an encoder that loads weights, an LLM config that is not available offline) or the build failed
-        (then :attr:`build_problems` says why)."""
-        return self.build_image_strategy(device="meta")
+        (then :attr:`build_problems` says why). Taken from :meth:`meta_model` when that builds."""
+        model = self.meta_model()
+        return model.image_strategy if model is not None else self.build_image_strategy(device="meta")
 
     def build_image_strategy(self, device: str = "meta") -> ImageStrategy | None:
         """Vision encoder and connector on the meta device, then the image strategy on ``device``."""
@@ -113,8 +114,8 @@ class ValidationContext(ConfigContext):
     def meta_model(self) -> Any | None:
         """The whole VLM built on the meta device (shapes and module names, no memory), or None when that is not
         cheap: a component loads pretrained weights, or the LLM's tokenizer is not there yet."""
-        if "meta_model" in self.__dict__:
-            return self.__dict__["meta_model"]
+        if "_meta_model" in self.__dict__:
+            return self.__dict__["_meta_model"]
         model = None
         if not any(c.loads_weights for c in self.cfg.model.components().values()):
             try:
@@ -123,12 +124,16 @@ class ValidationContext(ConfigContext):
                     model, _ = build_model(self.cfg.model, self.registries, tokenizer=tokenizer)
             except Exception as e:  # the build problems themselves are reported by check_token_budget
                 logger.debug("cannot build the model on the meta device: %s", e)
-        self.__dict__["meta_model"] = model
+        self.__dict__["_meta_model"] = model
         return model
 
     def meta_llm(self) -> Any | None:
         """The LLM component built on the meta device (for checks that need its module names), or None when it
-        cannot be built cheaply (pretrained weights, or its tokenizer is not there yet)."""
+        cannot be built cheaply (pretrained weights, or its tokenizer is not there yet). The LLM of
+        :meth:`meta_model` when that builds (the whole model is built once per validation)."""
+        model = self.meta_model()
+        if model is not None:
+            return model.llm
         llm = self.cfg.model.llm
         if llm.loads_weights:
             return None
