@@ -18,7 +18,6 @@ from mmfw.training.optim import build_optimizer
 from mmfw.training.policy import apply_policy, trainable_parameter_counts
 
 
-
 @pytest.fixture
 def setup(tiny_experiment, registries):
     exp = copy.deepcopy(tiny_experiment)

@@ -12,9 +12,9 @@ from mmfw.config import load_config_dict
 from mmfw.config.experiment import DatasetSpec
 from mmfw.data.collator import VLMCollator
 from mmfw.data.dataset import LlavaDataset
+from mmfw.data.packing import PackedCollator, position_ids_for
 from mmfw.model.builder import build_model
 from mmfw.training.loss import supervised_tokens, token_loss_sum
-from mmfw.data.packing import PackedCollator, position_ids_for
 from mmfw.training.sampling import (
     LengthGroupedBatchSampler,
     PackedBatchSampler,
