@@ -2,7 +2,7 @@
 exactly the batches an uninterrupted one would.
 
 Every sampler yields lists of dataset indices, one list per micro-batch; the packed sampler yields
-``(index, row)`` pairs, which :class:`RowTaggedDataset` and :class:`~mmfw.training.packing.PackedCollator` turn into
+``(index, row)`` pairs, which :class:`RowTaggedDataset` and :class:`~mmfw.data.packing.PackedCollator` turn into
 packed rows. Samplers know nothing about processes: Accelerate shards their batches across processes.
 """
 
