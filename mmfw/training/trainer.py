@@ -46,6 +46,7 @@ from mmfw.data.augment import ImageAugmenter
 from mmfw.data.collator import VLMCollator
 from mmfw.data.dataset import build_dataset
 from mmfw.data.report import DataReport
+from mmfw.data.stream import StreamLoader, build_training_stream
 from mmfw.model.builder import WEIGHTS_NAME, build_model, load_weights
 from mmfw.model.fusion import FusionError
 from mmfw.model.io import FINAL_MODEL_DIR
@@ -362,7 +363,10 @@ class Trainer:
         if t.feature_cache is not None:
             self.feature_cache = EncoderFeatureCache(t.feature_cache, model.vision_encoder, acc.process_index).install()
         optimizer = build_optimizer(model, t, applied.lr_scale, applied.decays)
-        self.model, self.optimizer, self.loader = acc.prepare(model, optimizer, self.loader)
+        if self.stream is None:
+            self.model, self.optimizer, self.loader = acc.prepare(model, optimizer, self.loader)
+        else:  # a streamed loader is sharded over processes by mmfw.data.stream, not by Accelerate
+            self.model, self.optimizer = acc.prepare(model, optimizer)
         per_epoch = max(1, len(self.loader))
         self.total_steps = t.max_steps or max(1, math.ceil(t.epochs * per_epoch / t.gradient_accumulation_steps))
         self.scheduler = acc.prepare(build_scheduler(self.optimizer.optimizer, t, self.total_steps))
@@ -373,6 +377,8 @@ class Trainer:
             self.global_step, self.epoch = state["global_step"], state["epoch"]
             self.batches_in_epoch, self.bad_steps = state["batches_in_epoch"], state.get("bad_steps", 0)
             self.tokens_seen = state.get("tokens_seen", 0)
+            if self.stream is not None:
+                self.stream.load_position(resume_from, acc.process_index)
             self.total_steps_done += self.global_step
             logger.info("resumed stage %r from %s (step %d, epoch %d, batch %d)", stage.name, resume_from,
                         self.global_step, self.epoch, self.batches_in_epoch)
@@ -388,7 +394,10 @@ class Trainer:
         make = lambda specs, name: build_dataset(specs, d, self.tokenizer, model.image_strategy,  # noqa: E731
                                                  image_token=self.cfg.model.fusion.image_token, name=name,
                                                  image_markers=self.cfg.model.fusion.image_markers)
-        self.train_set = make(d.train, "data.train")
+        self.stream: StreamLoader | None = None  # streamed sources (hf, webdataset): mmfw.data.stream
+        self.train_set = (build_training_stream(d, self.tokenizer, model.image_strategy, self.cfg.model.fusion, t, acc,
+                                                self.cfg.seed + 1000 * stage.index) if d.train[0].streamed
+                          else make(d.train, "data.train"))
         if d.augment is not None:  # training images only; the eval set is never augmented
             self.train_set.augment = ImageAugmenter(d.augment, self.cfg.seed + 1000 * stage.index)
         self.eval_set = make(d.eval, "data.eval") if d.eval else None
@@ -400,6 +409,10 @@ class Trainer:
                                              name="data.train")
         self.collator = VLMCollator(self.tokenizer.pad_token_id, padding_side="right")
         seed = self.cfg.seed + 1000 * stage.index
+        if d.train[0].streamed:  # the one branch point: a streamed loader shards, batches and resumes itself
+            collate = PackedCollator(self.tokenizer.pad_token_id) if t.packing else self.collator
+            self.stream = self.loader = self.batch_sampler = self.train_set.loader(_WithIds(collate))
+            return
         lengths = None
         if t.group_by_length or t.packing or t.group_by_modality:
             cache = self.stage_path / ".cache"
@@ -433,7 +446,7 @@ class Trainer:
             self.train_set.set_epoch(self.epoch)
             self.loader.set_epoch(self.epoch)
             skip = self.batches_in_epoch
-            loader = acc.skip_first_batches(self.loader, skip) if skip else self.loader
+            loader = acc.skip_first_batches(self.loader, skip) if skip and self.stream is None else self.loader
             for batch in loader:
                 self.batches_in_epoch += 1
                 self.report.observe(batch)
@@ -632,6 +645,9 @@ class Trainer:
         final = None
         try:
             acc.save_state(str(tmp / STATE_DIR))
+            if self.stream is not None:  # every process writes its own stream position
+                self.stream.save_position(tmp, acc.process_index)
+                acc.wait_for_everyone()
             if acc.is_main_process:
                 write_model_dir(acc.unwrap_model(self.model), self.tokenizer, self.cfg, tmp, state)
                 final = commit_checkpoint(tmp, self.global_step, self.trainer_state(), self.stage.training.keep_last)
