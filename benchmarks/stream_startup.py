@@ -61,9 +61,9 @@ def child(spec: dict[str, Any], tok_dir: str) -> dict[str, float]:
     from mmfw.config.experiment import DataConfig
     from mmfw.data.collator import VLMCollator
     from mmfw.data.dataset import build_dataset
-    from mmfw.data.stream import StreamLoader, StreamingDataset
     from mmfw.data.sample import SampleBuilder
     from mmfw.data.sources import open_source
+    from mmfw.data.stream import StreamingDataset, StreamLoader
     from mmfw.training.sampling import LengthGroupedBatchSampler, sample_lengths
     from tests.data.test_dataset_collator import GEOMETRY, TileStrategy
 

@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader
 
 from mmfw.config.experiment import DatasetSpec, StreamConfig
 from mmfw.data.collator import VLMCollator
