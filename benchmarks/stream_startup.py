@@ -2,10 +2,9 @@
 
 For each size (records share three images, so generating them is cheap) the records are written as JSONL and
 converted with ``mmfw data convert`` to WebDataset shards and a Hugging Face directory. A fresh child process per
-(source, size) then loads the experiment's ``data`` section, builds the training data with length grouping (the
-JSON path computes every sample's length first, :func:`mmfw.training.sampling.sample_lengths`; the streams sort
-windows of samples as they come) and takes the first batch: the time from config load to the first batch, and the
-child's peak RSS. ``python -m benchmarks.stream_startup --sizes 20000 200000 2000000``.
+(source, size) then trains one step of a tiny model with length grouping (the JSON path computes every sample's
+length first, :func:`mmfw.training.sampling.sample_lengths`; the streams sort windows of samples as they come):
+the time from config load to the first batch of step 1, and the child's peak RSS. ``python -m benchmarks.stream_startup --sizes 20000 200000 2000000``.
 """
 
 from __future__ import annotations
@@ -28,11 +27,13 @@ def write_records(path: Path, n: int) -> None:
     (path.parent / "images").mkdir(parents=True, exist_ok=True)
     for k, size in enumerate([(24, 12), (12, 12), (12, 20)]):
         Image.new("RGB", size, (60 * k, 0, 0)).save(path.parent / "images" / f"{k}.png")
-    with path.open("w", encoding="utf-8") as f:
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("w", encoding="utf-8") as f:
         for i in range(n):
             f.write(json.dumps({"id": f"r{i}", "image": f"images/{i % 3}.png", "conversations": [
                 {"from": "human", "value": "<image>\nWhat color is the shape?" + " a" * (i % 5)},
                 {"from": "gpt", "value": ["red", "green", "blue"][i % 3]}]}) + "\n")
+    tmp.replace(path)
 
 
 def prepare(root: Path, n: int, sources: tuple[str, ...]) -> dict[str, dict[str, Any]]:
@@ -46,56 +47,77 @@ def prepare(root: Path, n: int, sources: tuple[str, ...]) -> dict[str, dict[str,
     if "webdataset" in sources and not (d / "wds" / "index.json").exists():
         convert_to_webdataset(jsonl, d / "wds", shard_size=10_000, embed_images=False)
     if "hf" in sources and not (d / "hf").exists():
-        convert_to_hf(jsonl, d / "hf")
+        convert_to_hf(jsonl, d / "hf.tmp")
+        (d / "hf.tmp").replace(d / "hf")
     specs["webdataset"] = {"path": str(d / "wds"), "image_root": str(d)}
     specs["hf"] = {"path": str(d / "hf"), "format": "hf", "image_root": str(d)}
     return specs
 
 
-def child(spec: dict[str, Any], tok_dir: str) -> dict[str, float]:
-    start = time.perf_counter()
+def child(spec: dict[str, Any], tok_dir: str, out_dir: str) -> dict[str, float]:
+    """Train one step of a tiny model on ``spec``; the time from config load to the first batch of step 1."""
     import torch
-    from transformers import AutoTokenizer
 
-    from mmfw.config.base import ImageStrategyConfig
-    from mmfw.config.experiment import DataConfig
-    from mmfw.data.collator import VLMCollator
-    from mmfw.data.dataset import build_dataset
-    from mmfw.data.sample import SampleBuilder
-    from mmfw.data.sources import open_source
-    from mmfw.data.stream import StreamingDataset, StreamLoader
-    from mmfw.training.sampling import LengthGroupedBatchSampler, sample_lengths
-    from tests.data.test_dataset_collator import GEOMETRY, TileStrategy
+    from benchmarks.common import Sizes, model_dict, registries
+    from mmfw.config import load_config_dict
+    from mmfw.training.trainer import Trainer
 
-    d = DataConfig(train=[spec], max_length=256)
-    tok = AutoTokenizer.from_pretrained(tok_dir)
-    strategy = TileStrategy(ImageStrategyConfig(type="tiles"), GEOMETRY, 8)
-    if d.train[0].streamed:
-        builder = SampleBuilder(tok, strategy, image_token="<image>", max_length=256)
-        ds = StreamingDataset([open_source(d.train[0], "data.train[0]", d.stream)], builder, batch_size=8, seed=0,
-                              cfg=d.stream, mode="length")
-        batch = next(iter(StreamLoader(ds, VLMCollator(0), num_workers=0, batches_per_epoch=10)))
-    else:
-        ds = build_dataset(d.train, d, tok, strategy, image_token="<image>")
-        sampler = LengthGroupedBatchSampler(sample_lengths(ds), 8, 0)
-        batch = VLMCollator(0)([ds[i] for i in next(iter(sampler))])
-    assert isinstance(batch["input_ids"], torch.Tensor)
-    return {"startup_s": time.perf_counter() - start,
+    torch.set_num_threads(1)
+    regs = registries()
+    sizes = Sizes(image_size=28, vision_hidden=32, vision_layers=1, llm_hidden=32, llm_layers=1)
+    exp = {"name": "stream-startup", "seed": 0, "output_dir": out_dir, "model": model_dict(Path(tok_dir), sizes),
+           "data": {"train": [spec], "max_length": 128},
+           "training": {"max_steps": 1, "batch_size": 8, "group_by_length": True, "log_every": 1,
+                        "trackers": [], "policy": {"vision_encoder": "full"}}}
+    first: list[float] = []
+    original = Trainer._micro_batches
+
+    def timed(self: Trainer) -> Any:
+        for batch in original(self):
+            if not first:
+                first.append(time.perf_counter())
+            yield batch
+
+    Trainer._micro_batches = timed  # type: ignore[method-assign]
+    start = time.perf_counter()
+    cfg = load_config_dict(exp, regs)
+    Trainer(cfg, regs, progress=False, overwrite=True).train()
+    return {"startup_s": first[0] - start,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    sizes = sorted({r["records"] for r in rows})
+    head = "| source | " + " | ".join(f"{n:,} records" for n in sizes) + " |"
+    lines = [head, "|---|" + "---:|" * len(sizes)]
+    for source in SOURCES:
+        cells = []
+        for n in sizes:
+            r = next((r for r in rows if r["source"] == source and r["records"] == n), None)
+            cells.append("not run" if r is None else f"{r['startup_s']:.1f} s, {r['peak_rss_mb']:.0f} MB")
+        if any(c != "not run" for c in cells):
+            lines.append(f"| {source} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(prog="python -m benchmarks.stream_startup", description=__doc__)
     p.add_argument("--sizes", type=int, nargs="+", default=[20_000, 200_000, 2_000_000])
     p.add_argument("--sources", nargs="+", choices=SOURCES, default=list(SOURCES))
-    p.add_argument("--json-max", type=int, default=2_000_000, help="largest size the JSON source is run at")
+    p.add_argument("--json-max", type=int, default=200_000, help="largest size the JSON source is run at")
     p.add_argument("--work", type=Path, default=Path("build/stream-bench"))
+    p.add_argument("--repeats", type=int, default=2, help="runs per (source, size), interleaved; the minimum is kept")
+    p.add_argument("--smoke", action="store_true", help="one tiny size, to check that it runs")
+    p.add_argument("--out", type=Path, help="write the rows as JSON here")
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--tok", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
-        print(json.dumps(child(json.loads(args.child), args.tok)))
+        print(json.dumps(child(json.loads(args.child), args.tok, str(args.work / "run"))))
         return {}
+    if args.smoke:
+        args.sizes, args.sources = [64], ["json", "webdataset"]
+    from benchmarks.common import machine
     from mmfw.data.tokenizer_train import train_tokenizer
 
     tok = args.work / "tokenizer"
@@ -104,16 +126,28 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     rows = []
     for n in args.sizes:
         specs = prepare(args.work, n, tuple(args.sources))
-        for source in args.sources:
-            if source == "json" and n > args.json_max:
-                continue
-            out = subprocess.run([sys.executable, "-m", "benchmarks.stream_startup", "--child",
-                                  json.dumps(specs[source]), "--tok", str(tok)], capture_output=True, text=True)
-            if out.returncode:
-                raise RuntimeError(out.stderr[-2000:])
-            rows.append({"source": source, "records": n, **json.loads(out.stdout.strip().splitlines()[-1])})
+        runs: dict[str, list[dict[str, float]]] = {}
+        for r in range(args.repeats):
+            order = args.sources if r % 2 == 0 else args.sources[::-1]
+            for source in order:
+                if source == "json" and n > args.json_max:
+                    continue
+                out = subprocess.run([sys.executable, "-m", "benchmarks.stream_startup", "--child",
+                                      json.dumps(specs[source]), "--tok", str(tok), "--work", str(args.work / source)],
+                                     capture_output=True, text=True)
+                if out.returncode:
+                    raise RuntimeError(out.stderr[-2000:])
+                runs.setdefault(source, []).append(json.loads(out.stdout.strip().splitlines()[-1]))
+        for source, got in runs.items():
+            rows.append({"source": source, "records": n, "startup_s": min(g["startup_s"] for g in got),
+                         "peak_rss_mb": min(g["peak_rss_mb"] for g in got), "runs": got})
             print(json.dumps(rows[-1]), flush=True)
-    return {"rows": rows}
+    result = {"command": "python -m benchmarks.stream_startup " + " ".join(argv if argv is not None else sys.argv[1:]),
+              "machine": machine(), "rows": rows}
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+    print(table(rows))
+    return result
 
 
 if __name__ == "__main__":

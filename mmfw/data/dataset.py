@@ -136,6 +136,9 @@ class LlavaDataset(Dataset):
 
     def _load_spec(self, spec: DatasetSpec, where: str) -> None:
         path = Path(spec.path)
+        if spec.streamed:
+            raise DataError(f"{where}.path: {spec.path} is a streamed dataset ({spec.kind}); only training streams it "
+                            "(this command reads JSON/JSONL files)")
         if not path.is_file():
             raise DataError(f"{where}.path: dataset file not found: {spec.path}")
         root = Path(spec.image_root) if spec.image_root is not None else path.parent

@@ -9,7 +9,6 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-import torch
 from PIL import Image
 
 from mmfw.config.experiment import DatasetSpec, StreamConfig
@@ -79,7 +78,7 @@ def _epoch_items(ds: StreamingDataset) -> dict[str, list[int]]:
     raise AssertionError("unreachable")
 
 
-@pytest.mark.parametrize("kind", ["webdataset", "hf", "webdataset-paths"])
+@pytest.mark.parametrize("kind", ["webdataset", "hf", "webdataset-paths", "hf-embedded"])
 def test_streams_read_the_samples_of_the_json_source(tokenizer, llava, shards, tmp_path, kind):
     reference = LlavaDataset([DatasetSpec(path=str(llava))], tokenizer, _builder(tokenizer).strategy,
                              image_token="<image>", max_length=256)
@@ -87,6 +86,16 @@ def test_streams_read_the_samples_of_the_json_source(tokenizer, llava, shards, t
     if kind == "hf":
         assert convert_to_hf(llava, tmp_path / "hf")["records"] == N
         spec = DatasetSpec(path=str(tmp_path / "hf"), format="hf", image_root=str(llava.parent))
+    elif kind == "hf-embedded":  # an Image feature, renamed columns
+        import datasets
+
+        records = json.loads(llava.read_text())
+        ds = datasets.Dataset.from_dict({"key": [r["id"] for r in records],
+                                         "picture": [str(llava.parent / r["image"]) for r in records],
+                                         "turns": [r["conversations"] for r in records]})
+        ds.cast_column("picture", datasets.Image()).save_to_disk(str(tmp_path / "emb"))
+        spec = DatasetSpec(path=str(tmp_path / "emb"), format="hf",
+                           fields={"id": "key", "image": "picture", "conversations": "turns"})
     elif kind == "webdataset-paths":  # images stay beside the shards, the records point at them
         convert_to_webdataset(llava, tmp_path / "w", shard_size=7, embed_images=False)
         spec = DatasetSpec(path=str(tmp_path / "w"), image_root=str(llava.parent))
@@ -114,13 +123,21 @@ def test_two_ranks_by_two_workers_read_every_record_exactly_once(tokenizer, llav
 
 def test_dataloader_workers_take_turns_and_cover_the_epoch(tokenizer, shards):
     ds = _stream(tokenizer, DatasetSpec(path=str(shards)), buffer=2, batch_size=2)
-    loader = StreamLoader(ds, VLMCollator(0), num_workers=2, batches_per_epoch=100)
-    ids = []
+    collate = VLMCollator(0)
+    loader = StreamLoader(ds, lambda items: {**collate(items), "ids": [it["id"] for it in items]}, num_workers=2,
+                          batches_per_epoch=100)
+    seen: Counter = Counter()
+    finished = set()
     for batch in loader:
-        ids += [s.id for s in batch["skipped"]] + ([] if batch["input_ids"].shape[0] == 0 else [None])
-        if loader.consumed == 12:  # 2 streams: shards split 3 + 2 -> 15 + 8 records = 8 + 4 batches
+        stream = (loader.consumed - 1) % 2  # the workers take turns
+        epoch = loader.positions[stream][0]
+        if epoch == 0:
+            seen.update(batch["ids"])
+        else:
+            finished.add(stream)
+        if finished == {0, 1}:
             break
-    assert loader.positions.keys() == {0, 1}
+    assert seen == Counter(f"r{i}" for i in range(N))
 
 
 def _take(loader: StreamLoader, n: int) -> list[list[int]]:
@@ -189,4 +206,20 @@ def test_cli_convert_writes_shards(llava, tmp_path, capsys):
     assert sorted(p.name for p in (tmp_path / "s").iterdir()) == ["index.json", "shard-000000.tar",
                                                                   "shard-000001.tar", "shard-000002.tar"]
     assert f"{N} record(s) in 3 shard(s)" in capsys.readouterr().out
-    assert torch.tensor(1)  # torch imported for parity with the other data tests
+
+
+def test_config_rules_for_streamed_sources():
+    from pydantic import ValidationError
+
+    from mmfw.config.experiment import DataConfig
+
+    assert DatasetSpec(path="shards/train-*.tar").kind == "webdataset"
+    assert DatasetSpec(path="some/dir").kind == "hf" and DatasetSpec(path="a.jsonl").kind == "json"
+    with pytest.raises(ValidationError, match="mixes JSON files with streamed datasets"):
+        DataConfig(train=[{"path": "a.json"}, {"path": "b.tar"}])
+    with pytest.raises(ValidationError, match=r"eval\[0\]: .* is a streamed dataset"):
+        DataConfig(eval=[{"path": "b.tar"}])
+    with pytest.raises(ValidationError, match="fields: only for format hf"):
+        DatasetSpec(path="b.tar", fields={"id": "x"})
+    with pytest.raises(ValidationError, match="Extra inputs are not permitted"):
+        DataConfig(stream={"buffer": 3})

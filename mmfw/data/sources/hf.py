@@ -7,7 +7,6 @@ hold a path relative to ``image_root`` (default: the dataset directory), a list 
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ from PIL import Image
 
 from mmfw.config.experiment import DatasetSpec, FieldMapping
 from mmfw.data.errors import DataError, RecordError
-from mmfw.data.images import decode_image, load_image
+from mmfw.data.images import decode_image, load_image, to_rgb
 from mmfw.data.sample import path_outside_root
 from mmfw.data.sources.base import RawRecord, StreamSource
 
@@ -24,10 +23,8 @@ __all__ = ["HFSource"]
 
 
 def _embedded(value: Any, name: str) -> Image.Image:
-    if isinstance(value, Image.Image):
-        out = io.BytesIO()
-        value.save(out, format="PNG")
-        return decode_image(out.getvalue(), name)
+    if isinstance(value, Image.Image):  # an Image feature, decoded by datasets
+        return to_rgb(value)
     data = value.get("bytes") if isinstance(value, dict) else None
     if not data:
         raise RecordError("bad-image", f"image {name!r}: neither a path nor image bytes")
