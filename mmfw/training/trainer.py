@@ -46,7 +46,7 @@ from mmfw.data.augment import ImageAugmenter
 from mmfw.data.collator import VLMCollator
 from mmfw.data.dataset import build_dataset
 from mmfw.data.report import DataReport
-from mmfw.data.stream import StreamLoader, build_training_stream
+from mmfw.data.stream_loader import StreamLoader, build_training_stream
 from mmfw.model.builder import WEIGHTS_NAME, build_model, load_weights
 from mmfw.model.fusion import FusionError
 from mmfw.model.io import FINAL_MODEL_DIR

@@ -19,7 +19,8 @@ from mmfw.data.errors import DataError
 from mmfw.data.report import SkippedSample
 from mmfw.data.sample import SampleBuilder
 from mmfw.data.sources import open_source
-from mmfw.data.stream import StreamingDataset, StreamLoader
+from mmfw.data.stream import StreamingDataset
+from mmfw.data.stream_loader import StreamLoader
 from mmfw.data.tokenizer_train import train_tokenizer
 from tests.data.test_dataset_collator import TileStrategy
 

@@ -1,5 +1,6 @@
 """Training on a streamed dataset: a run resumed from a mid-epoch checkpoint ends with the uninterrupted run's
-weights, bit for bit (mmfw.data.stream through mmfw.training.trainer)."""
+weights, bit for bit (mmfw.data.stream through mmfw.training.trainer; two DataLoader workers, resumed at an odd
+batch so that the workers change turns)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ def test_resumed_streamed_run_matches_the_uninterrupted_one(tiny_experiment, syn
     exp["data"]["train"] = [{"path": str(tmp_path / "wds")}]
     exp["data"]["eval"] = []
     exp["data"]["stream"] = {"shuffle_buffer": 8}
-    exp["training"].update(max_steps=6, save_every=3, batch_size=4, group_by_length=True)
+    exp["training"].update(max_steps=6, save_every=3, batch_size=4, group_by_length=True, num_workers=2)
     torch.set_num_threads(1)
 
     def run(name: str, resume: bool = False) -> Path:
