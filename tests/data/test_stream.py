@@ -224,3 +224,17 @@ def test_config_rules_for_streamed_sources():
         DatasetSpec(path="b.tar", fields={"id": "x"})
     with pytest.raises(ValidationError, match="Extra inputs are not permitted"):
         DataConfig(stream={"buffer": 3})
+
+
+def test_mmfw_train_names_a_missing_shard(tiny_experiment, tmp_path, capsys):
+    import yaml
+
+    from mmfw.cli.main import main
+
+    tiny_experiment["data"]["train"] = [{"path": str(tmp_path / "shards" / "train-*.tar")}]
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(tiny_experiment), encoding="utf-8")
+    assert main(["train", str(tmp_path / "c.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert "data.train[0].path: no shard matches" in err and "Traceback" not in err
+    assert main(["data", "convert", str(tmp_path / "none.json"), "--out", str(tmp_path / "o")]) == 2
+    assert "none.json: dataset file not found" in capsys.readouterr().err
