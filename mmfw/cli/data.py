@@ -6,6 +6,8 @@
   the training pipeline (without training) and report every problem (one line each on stderr, with file, line, record id and reason), the distribution of
   sequence lengths (text + image tokens) and how many samples ``data.max_length`` truncates or drops. Exit code 2
   when any record is bad.
+* ``convert SOURCE --out DIR``: LLaVA JSON/JSONL -> WebDataset tar shards (``--format webdataset``, the default)
+  or a Hugging Face ``save_to_disk`` directory (``--format hf``), for streamed training.
 * ``show CONFIG --index N``: one sample as the model sees it, supervised spans marked ``[[...]]``; with
   ``--augment OUT.png``, its images augmented as ``data.augment`` would in training (``--epoch E``), written as PNG.
 """
@@ -54,6 +56,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "image k > 0 goes to OUT-k.png)")
     w.add_argument("--epoch", type=int, default=0, help="the training epoch whose augmentation --augment shows")
     w.set_defaults(func=run_show)
+
+    v = dsub.add_parser("convert", help="write LLaVA JSON/JSONL as WebDataset tar shards or a Hugging Face dataset")
+    v.add_argument("source", help="a LLaVA .json or .jsonl file")
+    v.add_argument("--out", required=True, help="output directory")
+    v.add_argument("--format", choices=["webdataset", "hf"], default="webdataset")
+    v.add_argument("--shard-size", type=positive_int, default=10_000, help="records per tar shard")
+    v.add_argument("--image-root", default=None, help="directory the image paths are relative to (default: the "
+                                                      "JSON file's)")
+    v.add_argument("--no-embed", action="store_true", help="webdataset: keep image paths instead of copying the "
+                                                           "images into the shards")
+    v.set_defaults(func=run_convert)
 
 
 def _literal_choices(annotation: Any) -> list[str]:
@@ -255,3 +268,18 @@ def _write_augmented(dataset: Any, index: int, out: str) -> None:
         target = base if k == 0 else base.with_name(f"{base.stem}-{k}{base.suffix or '.png'}")
         dataset.augment(load_image(path), index, k).save(target, format="PNG")
         print(f"augmented image {k} (epoch {dataset.augment.epoch}): {target}")
+
+
+def run_convert(args: argparse.Namespace) -> int:
+    from mmfw.data.convert import convert_to_hf, convert_to_webdataset
+
+    if args.format == "hf":
+        out = convert_to_hf(args.source, args.out)
+    else:
+        out = convert_to_webdataset(args.source, args.out, shard_size=args.shard_size,
+                                    embed_images=not args.no_embed, image_root=args.image_root)
+    for problem in out["problems"]:
+        print(problem, file=sys.stderr)
+    shards = f" in {len(out['shards'])} shard(s)" if "shards" in out else ""
+    print(f"{args.out}: {out['records']} record(s){shards}; {len(out['problems'])} problem(s)")
+    return 2 if out["problems"] else 0

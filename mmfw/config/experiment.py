@@ -95,21 +95,80 @@ ModelConfig = create_model(
 )
 
 
+class FieldMapping(StrictModel):
+    """Which columns of a Hugging Face dataset hold the LLaVA fields."""
+
+    id: str = "id"
+    """The record id (a column that is missing falls back to ``DIR[row]`` when this is left at ``id``)."""
+    image: str = "image"
+    """An image path (relative to ``image_root``), a list of them, or an ``Image`` feature (embedded bytes); a
+    missing column means text-only records when this is left at ``image``."""
+    conversations: str = "conversations"
+    """The turns, as in LLaVA JSON (``from``/``value`` or ``role``/``content``)."""
+
+
 class DatasetSpec(StrictModel):
-    """One LLaVA-format JSON/JSONL file."""
+    """One dataset: a LLaVA JSON/JSONL file, a Hugging Face ``save_to_disk`` directory or WebDataset tar shards."""
 
     path: str
-    """A ``.json`` file (a list of records) or a ``.jsonl`` file (one record per line)."""
+    """A ``.json`` file (a list of records), a ``.jsonl`` file (one record per line), a directory written by
+    ``datasets.Dataset.save_to_disk`` (``format: hf``), or WebDataset shards (``format: webdataset``): one ``.tar``,
+    a directory of them, or a glob such as ``shards/train-*.tar``."""
+    format: Literal["json", "hf", "webdataset"] | None = None
+    """How ``path`` is read; by default from its name: ``.json``/``.jsonl`` -> ``json``, ``.tar`` (or a directory
+    holding ``.tar`` files) -> ``webdataset``, another directory -> ``hf``. ``hf`` and ``webdataset`` are streamed:
+    memory and startup do not grow with the dataset."""
     image_root: str | None = None
-    """Directory image paths are relative to; defaults to the JSON file's directory. A relative path that leaves it
-    (``../``), or an absolute path when ``image_root`` is set, makes the record unusable (``image-outside-root``)."""
+    """Directory image paths are relative to; defaults to the JSON file's directory (the dataset directory, the
+    shard's directory). A relative path that leaves it (``../``), or an absolute path when ``image_root`` is set,
+    makes the record unusable (``image-outside-root``)."""
+    fields: FieldMapping | None = None
+    """``format: hf`` only: the columns holding ``id``, ``image`` and ``conversations`` (default: those names)."""
 
     @field_validator("path")
     @classmethod
-    def _json_suffix(cls, v: str) -> str:
-        if Path(v).suffix.lower() not in (".json", ".jsonl"):
-            raise ValueError(f"{v!r}: unsupported dataset file type {Path(v).suffix!r}; expected .json or .jsonl")
+    def _known_suffix(cls, v: str) -> str:
+        suffix = Path(v).suffix.lower()
+        if suffix and suffix not in (".json", ".jsonl", ".tar") and not Path(v).is_dir():
+            raise ValueError(f"{v!r}: unsupported dataset file type {suffix!r}; expected .json, .jsonl, .tar (or "
+                             "a dataset directory)")
         return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DatasetSpec:
+        kind = self.kind
+        if kind == "json" and Path(self.path).suffix.lower() not in (".json", ".jsonl"):
+            raise ValueError(f"path: {self.path!r}: format json needs a .json or .jsonl file")
+        if self.fields is not None and kind != "hf":
+            raise ValueError(f"fields: only for format hf (this dataset is {kind})")
+        return self
+
+    @property
+    def kind(self) -> str:
+        """``format``, or what ``path`` looks like."""
+        if self.format is not None:
+            return self.format
+        suffix = Path(self.path).suffix.lower()
+        if suffix in (".json", ".jsonl"):
+            return "json"
+        if suffix == ".tar" or (Path(self.path).is_dir() and any(Path(self.path).glob("*.tar"))):
+            return "webdataset"
+        return "hf"
+
+    @property
+    def streamed(self) -> bool:
+        return self.kind != "json"
+
+
+class StreamConfig(StrictModel):
+    """How streamed datasets (``format: hf`` / ``webdataset``) are read."""
+
+    shuffle_buffer: int = Field(1000, ge=0)
+    """Records held to shuffle the stream (0: shards in shuffled order, records in shard order)."""
+    hf_shard_rows: int = Field(1000, gt=0)
+    """Rows per shard of a Hugging Face dataset (the unit spread over processes and workers)."""
+    pack_window: int = Field(512, gt=0)
+    """With ``training.packing``: records packed together (first fit) before their rows are batched."""
 
 
 class SyntheticDataConfig(StrictModel):
@@ -168,9 +227,23 @@ class DataConfig(StrictModel):
     stops at the first one; ``skip`` leaves it out, counts it by reason and reports it at the end of each epoch."""
     max_skip_ratio: float = Field(0.05, ge=0, le=1)
     """With ``on_error: skip``, stop with an error when more than this share of a dataset's samples is skipped."""
+    stream: StreamConfig = StreamConfig()
+    """Reading of streamed training datasets (``format: hf`` / ``webdataset``)."""
     augment: ImageAugmentConfig | None = None
     """Augmentation of training images (random resized crop, colour jitter, RandAugment); never of evaluation or
     inference images. Each image keeps its size, hence its token count."""
+
+    @model_validator(mode="after")
+    def _one_kind_of_source(self) -> DataConfig:
+        kinds = {spec.streamed for spec in self.train}
+        if len(kinds) > 1:
+            raise ValueError("train: mixes JSON files with streamed datasets (hf / webdataset); use one kind "
+                             "(`mmfw data convert` writes JSON as shards)")
+        for k, spec in enumerate(self.eval):
+            if spec.streamed:
+                raise ValueError(f"eval[{k}]: {spec.path!r} is a streamed dataset ({spec.kind}); evaluation reads "
+                                 "JSON/JSONL files")
+        return self
 
 
 STAGE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"

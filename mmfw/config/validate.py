@@ -15,6 +15,7 @@ which runs these too. A check is a function ``(context) -> Iterable[str]`` yield
 
 from __future__ import annotations
 
+import glob
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from mmfw.config.experiment import DataConfig, ExperimentConfig
+    from mmfw.config.experiment import DataConfig, DatasetSpec, ExperimentConfig
     from mmfw.config.kinds import Registries
 
 __all__ = ["ConfigContext", "DataSection", "check_data_files", "check_model_sources", "data_sections"]
@@ -86,7 +87,9 @@ def _check_files(ctx: ConfigContext, section: DataSection) -> Iterator[str]:
         for i, spec in enumerate(getattr(section.data, split)):
             where = f"{section.path}.{split}[{i}]"
             path = Path(spec.path)
-            if not ctx.is_generated(path):
+            if spec.streamed and not ctx.is_generated(path):
+                yield from _check_streamed(spec, where)
+            elif not ctx.is_generated(path):
                 if not path.exists():
                     yield f"{where}.path: file not found: {spec.path}"
                 elif not path.is_file():
@@ -97,6 +100,18 @@ def _check_files(ctx: ConfigContext, section: DataSection) -> Iterator[str]:
                     yield f"{where}.image_root: directory not found: {spec.image_root}"
                 elif not root.is_dir():
                     yield f"{where}.image_root: not a directory: {spec.image_root}"
+
+
+def _check_streamed(spec: DatasetSpec, where: str) -> Iterator[str]:
+    """A WebDataset path is a .tar file, a directory of them or a glob that matches; a Hugging Face one a directory."""
+    path = Path(spec.path)
+    if spec.kind == "webdataset" and any(c in spec.path for c in "*?["):
+        if not glob.glob(spec.path):
+            yield f"{where}.path: no shard matches {spec.path}"
+    elif not path.exists():
+        yield f"{where}.path: {'shard' if spec.kind == 'webdataset' else 'dataset directory'} not found: {spec.path}"
+    elif spec.kind == "hf" and not path.is_dir():
+        yield f"{where}.path: not a Hugging Face dataset directory: {spec.path}"
 
 
 def _is_hub_id(value: str) -> bool:

@@ -7,8 +7,8 @@ sample's images (``image_root`` of the spec, or the JSON file's directory) as RG
 runs ``strategy.preprocess``, encodes the conversation with :func:`~mmfw.data.tokenize.encode_conversation`
 (expanding each ``<image>`` to ``strategy.num_tokens(image.size)`` tokens, the single source of truth for how many
 feature rows the image becomes) and fits it into ``max_length`` with the truncation policy
-(:mod:`mmfw.data.truncation`), never cutting inside an image. A conversation repeated verbatim (templated or
-synthetic data) is tokenized once per dataset and loading process (:class:`EncodingCache`).
+(:mod:`mmfw.data.truncation`), never cutting inside an image (all of which :class:`~mmfw.data.sample.SampleBuilder`
+does, for streamed datasets too).
 
 **Bad data** (``on_error``). With ``"raise"`` the first bad record stops everything with a
 :class:`~mmfw.data.errors.RecordError` naming the file, line, record id and reason. With ``"skip"`` (the default), a
@@ -25,10 +25,7 @@ the images whose tokens survived truncation.
 from __future__ import annotations
 
 import logging
-import os
-from array import array
-from collections import OrderedDict
-from collections.abc import Hashable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -40,18 +37,10 @@ from mmfw.config.experiment import DatasetSpec
 from mmfw.data.conversation import Conversation, load_records, parse_record
 from mmfw.data.errors import DataError, RecordError, TooManySkippedError
 from mmfw.data.images import load_image
-from mmfw.data.report import SkippedSample, TruncatedSample, summarize_skips
-from mmfw.data.tokenize import (
-    IGNORE_INDEX,
-    EncodedSample,
-    ImageTokenCountError,
-    TemplateMismatchError,
-    encode_conversation,
-    encode_prompt,
-    image_token_id,
-    with_system_prompt,
-)
-from mmfw.data.truncation import TRUNCATION_POLICIES, TruncationPolicy, truncate
+from mmfw.data.report import SkippedSample, summarize_skips
+from mmfw.data.sample import EncodingCache, SampleBuilder, path_outside_root
+from mmfw.data.tokenize import IGNORE_INDEX, EncodedSample, ImageTokenCountError, encode_prompt, with_system_prompt
+from mmfw.data.truncation import TruncationPolicy, truncate
 from mmfw.image_strategies.base import ImageInput, ImageStrategy
 
 if TYPE_CHECKING:
@@ -77,44 +66,6 @@ def record_location(path: Path, position: int) -> str:
     return f"{path}:{position}" if path.suffix.lower() == ".jsonl" else f"{path}[{position}]"
 
 
-class EncodingCache:
-    """Least-recently-used :class:`EncodedSample` s by conversation content, bounded by their total token count.
-
-    Templated and synthetic data repeat whole conversations (the same question and answer about another image), and
-    rendering a chat template and tokenizing costs milliseconds per turn, in the data-loading worker, on every epoch.
-    Entries are stored as int32 arrays (8 bytes per token for ids and labels), and every ``get`` returns a fresh
-    sample, so callers may modify what they get.
-    """
-
-    def __init__(self, max_tokens: int = 2_000_000) -> None:
-        self.max_tokens = max_tokens
-        self.tokens = 0
-        self.hits = 0
-        self._entries: OrderedDict[Hashable, tuple[array, array, list[tuple[int, int]], list[int]]] = OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def get(self, key: Hashable) -> EncodedSample | None:
-        entry = self._entries.get(key)
-        if entry is None:
-            return None
-        self._entries.move_to_end(key)
-        self.hits += 1
-        ids, labels, spans, turn_ends = entry
-        return EncodedSample(ids.tolist(), labels.tolist(), image_spans=list(spans), turn_ends=list(turn_ends))
-
-    def put(self, key: Hashable, enc: EncodedSample) -> None:
-        if key in self._entries or len(enc) > self.max_tokens:
-            return
-        self._entries[key] = (array("i", enc.input_ids), array("i", enc.labels), list(enc.image_spans),
-                              list(enc.turn_ends))
-        self.tokens += len(enc)
-        while self.tokens > self.max_tokens:
-            _, (ids, *_rest) = self._entries.popitem(last=False)
-            self.tokens -= len(ids)
-
-
 class LlavaDataset(Dataset):
     """LLaVA-format conversations -> training items or :class:`SkippedSample` (see module docstring)."""
 
@@ -134,32 +85,37 @@ class LlavaDataset(Dataset):
         name: str = "dataset",
         allow_empty: bool = False,
     ) -> None:
-        if max_length <= 0:
-            raise ValueError(f"max_length must be positive, got {max_length}")
         if on_error not in ("raise", "skip"):
             raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
-        if truncation not in TRUNCATION_POLICIES:
-            raise ValueError(f"truncation must be one of {list(TRUNCATION_POLICIES)}, got {truncation!r}")
-        self.tokenizer = tokenizer
-        self.strategy = strategy
-        self.image_token = image_token
-        self.image_token_id = image_token_id(tokenizer, image_token)
-        self.image_markers = image_markers
-        self.augment: ImageAugmenter | None = None
-        """Training-time augmentation, ``(image, sample index, image index) -> image`` of the same size (see
-        :mod:`mmfw.data.augment`); None for evaluation and inference."""
-        self.max_length = max_length
-        self.system_prompt = system_prompt
-        self.on_error = on_error
-        self.truncation = truncation
-        self.name = name
+        self.builder = SampleBuilder(tokenizer, strategy, image_token=image_token, max_length=max_length,
+                                     image_markers=image_markers, system_prompt=system_prompt, truncation=truncation)
+        self.tokenizer, self.strategy = tokenizer, strategy
+        self.image_token, self.image_token_id = image_token, self.builder.image_token_id
+        self.image_markers, self.max_length = image_markers, max_length
+        self.system_prompt, self.on_error, self.truncation, self.name = system_prompt, on_error, truncation, name
         self.skipped: list[SkippedSample] = []
         self._entries: list[_Entry] = []
         self._ids: dict[str, str] = {}
-        self._encodings = EncodingCache()
         for k, spec in enumerate(specs):
             self._load_spec(spec, f"{name}[{k}]")
-        total = len(self._entries) + len(self.skipped)
+        self._check_skips(specs, max_skip_ratio, allow_empty)
+        logger.info("%s: %d conversation(s) from %d file(s)", name, len(self._entries), len(specs))
+
+    @property
+    def augment(self) -> ImageAugmenter | None:
+        """Training-time augmentation (see :attr:`SampleBuilder.augment <mmfw.data.sample.SampleBuilder.augment>`)."""
+        return self.builder.augment
+
+    @augment.setter
+    def augment(self, value: ImageAugmenter | None) -> None:
+        self.builder.augment = value
+
+    @property
+    def _encodings(self) -> EncodingCache:
+        return self.builder.encodings
+
+    def _check_skips(self, specs: Sequence[DatasetSpec], max_skip_ratio: float | None, allow_empty: bool) -> None:
+        name, total = self.name, len(self._entries) + len(self.skipped)
         if self.skipped:
             logger.warning("%s: skipped %d of %d record(s): %s", name, len(self.skipped), total,
                            summarize_skips(self.skipped))
@@ -171,7 +127,6 @@ class LlavaDataset(Dataset):
         if not self._entries and not allow_empty:
             why = f" ({len(self.skipped)} invalid: {summarize_skips(self.skipped)})" if self.skipped else ""
             raise TooManySkippedError(f"{name}: no usable records in {[s.path for s in specs]}{why}")
-        logger.info("%s: %d conversation(s) from %d file(s)", name, len(self._entries), len(specs))
 
     def _reject(self, error: RecordError, location: str, rid: str | None) -> None:
         skipped = SkippedSample.from_error(error, location, id=rid)
@@ -181,10 +136,12 @@ class LlavaDataset(Dataset):
 
     def _load_spec(self, spec: DatasetSpec, where: str) -> None:
         path = Path(spec.path)
+        if spec.streamed:
+            raise DataError(f"{where}.path: {spec.path} is a streamed dataset ({spec.kind}); only training streams it "
+                            "(this command reads JSON/JSONL files)")
         if not path.is_file():
             raise DataError(f"{where}.path: dataset file not found: {spec.path}")
         root = Path(spec.image_root) if spec.image_root is not None else path.parent
-        root_norm = os.path.normpath(os.path.abspath(root))
         records = load_records(path)
         while True:
             try:
@@ -203,20 +160,21 @@ class LlavaDataset(Dataset):
                 rid = rec.get("id")
                 self._reject(e, location, None if rid is None else str(rid))
                 continue
-            outside = [p for p in conv.images if (spec.image_root is not None or not os.path.isabs(p))
-                       and os.path.commonpath([root_norm, os.path.normpath(os.path.join(root_norm, p))]) != root_norm]
-            if outside:
-                self._reject(RecordError("image-outside-root", f"record {conv.id!r}: image path {outside[0]!r} leaves "
-                                         f"the image root {str(root)!r}; image paths are relative to image_root and "
-                                         "stay inside it"), location, conv.id)
-                continue
-            first = self._ids.get(conv.id)
-            if first is not None:
-                self._reject(RecordError("duplicate-id", f"record id {conv.id!r} is also the id of the record at "
-                                         f"{first}; ids must be unique (this one is left out)"), location, conv.id)
-                continue
-            self._ids[conv.id] = location
-            self._entries.append(_Entry(conv, root, location))
+            self._add(conv, root, location, path_outside_root(root, conv.images, spec.image_root is not None))
+
+    def _add(self, conv: Conversation, root: Path, location: str, outside: str | None) -> None:
+        if outside is not None:
+            self._reject(RecordError("image-outside-root", f"record {conv.id!r}: image path {outside!r} leaves "
+                                     f"the image root {str(root)!r}; image paths are relative to image_root and "
+                                     "stay inside it"), location, conv.id)
+            return
+        first = self._ids.get(conv.id)
+        if first is not None:
+            self._reject(RecordError("duplicate-id", f"record id {conv.id!r} is also the id of the record at "
+                                     f"{first}; ids must be unique (this one is left out)"), location, conv.id)
+            return
+        self._ids[conv.id] = location
+        self._entries.append(_Entry(conv, root, location))
 
     def set_epoch(self, epoch: int) -> None:
         """The epoch the augmentation draws for (no effect without :attr:`augment`)."""
@@ -255,46 +213,17 @@ class LlavaDataset(Dataset):
         return with_system_prompt(self._entries[i].conversation.prompt_messages, self.system_prompt)
 
     # -- loading --------------------------------------------------------------------------------------------------
+    def _open(self, i: int) -> Any:
+        root = self._entries[i].image_root
+        return lambda name: load_image(root / name)
+
     def load_images(self, i: int) -> list[ImageInput]:
         """Open and preprocess sample ``i``'s images. Raises :class:`RecordError` (``missing-image``, ...)."""
-        out = []
-        for k, p in enumerate(self.image_paths(i)):
-            image = load_image(p)
-            if self.augment is not None:
-                image = self.augment(image, i, k)
-            try:
-                out.append(self.strategy.preprocess(image))
-            except (ValueError, OSError) as e:
-                raise RecordError("unusable-image", f"image {str(p)!r} ({image.width}x{image.height}): the image "
-                                                    f"strategy cannot preprocess it: {e}") from None
-        return out
-
-    def _counts(self, images: Sequence[ImageInput]) -> list[int]:
-        return [int(self.strategy.num_tokens(img.size)) for img in images]
+        return self.builder.load_images(self.conversation(i), self._open(i), i)
 
     def encode_full(self, i: int, images: Sequence[ImageInput]) -> EncodedSample:
-        """Tokenize sample ``i`` given its preprocessed images, without truncation.
-
-        A conversation that this dataset has tokenized before (the same messages and image token counts, as in
-        templated or synthetic data) comes from the :class:`EncodingCache`; the result is the same.
-        """
-        conv = self.conversation(i)
-        counts = self._counts(images)
-        key = (tuple((m["role"], m["content"]) for m in conv.messages), tuple(counts))
-        cached = self._encodings.get(key)
-        if cached is not None:
-            return cached
-        try:
-            enc = encode_conversation(conv.messages, self.tokenizer, image_token=self.image_token,
-                                      image_token_counts=counts, system_prompt=self.system_prompt, sample_id=conv.id,
-                                      image_markers=self.image_markers)
-        except TemplateMismatchError as e:
-            raise RecordError("template-mismatch", str(e)) from None
-        except ImageTokenCountError as e:
-            raise RecordError("image-token-mismatch", f"{e}; does the chat template drop or repeat the "
-                                                      f"{self.image_token!r} placeholder?") from None
-        self._encodings.put(key, enc)
-        return enc
+        """Tokenize sample ``i`` given its preprocessed images, without truncation (cached by content)."""
+        return self.builder.encode_full(self.conversation(i), images)
 
     def encode(self, i: int, images: Sequence[ImageInput]) -> EncodedSample:
         """Tokenize sample ``i`` and apply the truncation policy. Raises :class:`RecordError` when it cannot be
@@ -304,25 +233,7 @@ class LlavaDataset(Dataset):
 
     def _build(self, i: int) -> tuple[dict[str, Any] | None, RecordError | None, int | None]:
         """``(item, None, length)`` or ``(None, error, length if known)``; never raises :class:`RecordError`."""
-        conv = self.conversation(i)
-        num_tokens = None
-        try:
-            images = self.load_images(i)
-            full = self.encode_full(i, images)
-            num_tokens = len(full)
-            fit = truncate(full, self.max_length, self.truncation, conv.id)
-        except RecordError as err:
-            return None, err, num_tokens
-        enc = fit.sample
-        item = {
-            "id": conv.id,
-            "input_ids": torch.tensor(enc.input_ids, dtype=torch.long),
-            "labels": torch.tensor(enc.labels, dtype=torch.long),
-            "images": images[:fit.num_images],
-            "num_tokens": num_tokens,
-            "truncated": TruncatedSample(conv.id, i, self.truncation, num_tokens, len(enc)) if fit.truncated else None,
-        }
-        return item, None, num_tokens
+        return self.builder.build(self.conversation(i), self._open(i), i)
 
     def _skipped(self, i: int, error: RecordError, num_tokens: int | None = None) -> SkippedSample:
         e = self._entries[i]
@@ -359,7 +270,7 @@ class LlavaDataset(Dataset):
         try:
             images = self.load_images(i)
             ids = encode_prompt(conv.prompt_messages, self.tokenizer, image_token=self.image_token,
-                                image_token_counts=self._counts(images), system_prompt=self.system_prompt,
+                                image_token_counts=self.builder.counts(images), system_prompt=self.system_prompt,
                                 sample_id=conv.id, image_markers=self.image_markers)
         except RecordError as err:
             return self._skip_or_raise(i, err)

@@ -33,6 +33,7 @@ REASONS: dict[str, str] = {
     "image-placeholder-mismatch": "the number of <image> placeholders differs from the number of images",
     "image-outside-root": "a relative image path that leaves its image root (``../``), or an absolute one when image_root is set",
     "duplicate-id": "a record whose id an earlier record of the dataset already has (the later one is left out)",
+    "missing-member": "a WebDataset sample without a .json member (the record)",
     # the images (found when a sample is loaded)
     "missing-image": "an image file that does not exist",
     "empty-image": "an image file of 0 bytes, or an image of zero width or height",

@@ -22,7 +22,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from mmfw.data.errors import RecordError
 
-__all__ = ["load_image", "to_rgb"]
+__all__ = ["decode_image", "load_image", "to_rgb"]
 
 _ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
 _HIGH_DEPTH_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I", "F"})
@@ -94,16 +94,27 @@ def load_image(path: str | Path) -> Image.Image:
         data = path.read_bytes()  # decoded from memory: no file handle outlives the call, no pixel copy
     except OSError as e:
         raise RecordError("missing-image", f"cannot read image {str(path)!r}: {e.strerror or e}") from None
+    return decode_image(data, str(path))
+
+
+def decode_image(data: bytes, name: str) -> Image.Image:
+    """Decode image bytes (a file's, or a tar member's) as RGB; ``name`` is how errors name the image.
+
+    Raises:
+        RecordError: ``empty-image``, ``corrupt-image`` or ``image-too-large``.
+    """
+    if not data:
+        raise RecordError("empty-image", f"image {name!r} is empty (0 bytes)")
     try:
         image = Image.open(io.BytesIO(data))
         image.load()
         return to_rgb(upright(image))
     except RecordError as e:
-        raise RecordError(e.reason_code, f"{e.message} ({str(path)!r})") from None
+        raise RecordError(e.reason_code, f"{e.message} ({name!r})") from None
     except UnidentifiedImageError:
-        raise RecordError("corrupt-image", f"cannot decode image {str(path)!r}: not a format Pillow can read "
+        raise RecordError("corrupt-image", f"cannot decode image {name!r}: not a format Pillow can read "
                                            f"({len(data)} bytes starting {data[:8]!r})") from None
     except Image.DecompressionBombError as e:
-        raise RecordError("image-too-large", f"image {str(path)!r}: {e}") from None
+        raise RecordError("image-too-large", f"image {name!r}: {e}") from None
     except (OSError, ValueError, SyntaxError, EOFError) as e:
-        raise RecordError("corrupt-image", f"cannot decode image {str(path)!r}: {e}") from None
+        raise RecordError("corrupt-image", f"cannot decode image {name!r}: {e}") from None

@@ -2,7 +2,8 @@
 choose) and the endless stream of micro-batches the step loop reads.
 
 :func:`build_train_loader` is the one place that picks how training batches are formed: packed rows, batches of one
-modality, batches of similar length, or shuffled batches.
+modality, batches of similar length, shuffled batches, or the batches of a streamed dataset (which shards over
+processes and workers, batches and keeps its position itself: :mod:`mmfw.data.stream`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from mmfw.data.collator import VLMCollator
 from mmfw.data.dataset import build_dataset
 from mmfw.data.packing import PackedCollator
 from mmfw.data.report import DataReport
+from mmfw.data.stream import StreamingDataset
+from mmfw.data.stream_loader import StreamLoader, build_training_stream
 from mmfw.training.evaluate import require_usable
 from mmfw.training.sampling import (
     LengthGroupedBatchSampler,
@@ -47,9 +50,11 @@ class StageData:
     collator: VLMCollator
 
 
-def build_stage_data(cfg: ExperimentConfig, stage: ResolvedStage, tokenizer: Any, strategy: Any) -> StageData:
+def build_stage_data(cfg: ExperimentConfig, stage: ResolvedStage, tokenizer: Any, strategy: Any,
+                     acc: Accelerator) -> StageData:
     """Training and eval datasets of ``stage`` (training images augmented; the eval set capped and checked to hold
-    at least one usable sample, so that a run never ends with an eval over 0 samples)."""
+    at least one usable sample, so that a run never ends with an eval over 0 samples). Streamed training sources
+    (``hf``, ``webdataset``) give a :class:`~mmfw.data.stream.StreamingDataset` for the process of ``acc``."""
     d = stage.data
     if not d.train:
         raise ConfigError([f"{'data' if stage.implicit else f'stages[{stage.index}].data'}.train: no training "
@@ -60,9 +65,11 @@ def build_stage_data(cfg: ExperimentConfig, stage: ResolvedStage, tokenizer: Any
         return build_dataset(specs, d, tokenizer, strategy, image_token=fusion.image_token, name=name,
                              image_markers=fusion.image_markers)
 
-    train_set = make(d.train, "data.train")
+    seed = cfg.seed + 1000 * stage.index
+    train_set = (build_training_stream(d, tokenizer, strategy, fusion, stage.training, acc, seed) if d.train[0].streamed
+                 else make(d.train, "data.train"))
     if d.augment is not None:  # training images only; the eval set is never augmented
-        train_set.augment = ImageAugmenter(d.augment, cfg.seed + 1000 * stage.index)
+        train_set.augment = ImageAugmenter(d.augment, seed)
     eval_set = make(d.eval, "data.eval") if d.eval else None
     if eval_set is not None and d.eval_max_samples and len(eval_set) > d.eval_max_samples:
         eval_set = Subset(eval_set, range(d.eval_max_samples))
@@ -87,6 +94,9 @@ def build_train_loader(stage: ResolvedStage, dataset: Any, pad_token_id: int, se
     """
     t = stage.training
     collate: Callable[[list[Any]], VLMBatch] = VLMCollator(pad_token_id, padding_side="right")
+    if isinstance(dataset, StreamingDataset):  # a streamed loader shards, batches and resumes itself
+        stream = dataset.loader(PackedCollator(pad_token_id) if t.packing else collate)
+        return stream, stream
     if t.packing:
         sampler: Any = PackedBatchSampler(lengths(), t.pack_length or stage.data.max_length, t.batch_size, seed)
         dataset, collate = RowTaggedDataset(dataset), PackedCollator(pad_token_id)
@@ -105,7 +115,7 @@ def build_stage_loader(acc: Accelerator, cfg: ExperimentConfig, stage: ResolvedS
                        stage_path: Path) -> tuple[StageData, DataLoader, Any]:
     """A stage's data (:func:`build_stage_data`), its training loader and that loader's batch sampler (sample
     lengths cached under ``stage_path``)."""
-    data = build_stage_data(cfg, stage, tokenizer, strategy)
+    data = build_stage_data(cfg, stage, tokenizer, strategy, acc)
     loader, sampler = build_train_loader(stage, data.train_set, tokenizer.pad_token_id, cfg.seed + 1000 * stage.index,
                                          lambda: shared_sample_lengths(acc, data.train_set, stage_path / ".cache"))
     return data, loader, sampler
@@ -119,7 +129,7 @@ def micro_batches(acc: Accelerator, loader: Any, sampler: Any, data: StageData, 
         sampler.set_epoch(state.epoch)
         data.train_set.set_epoch(state.epoch)
         loader.set_epoch(state.epoch)
-        skip = state.batches_in_epoch
+        skip = state.batches_in_epoch if not isinstance(loader, StreamLoader) else 0  # a stream resumes itself
         for batch in acc.skip_first_batches(loader, skip) if skip else loader:
             state.batches_in_epoch += 1
             data.report.observe(batch)

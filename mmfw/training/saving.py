@@ -49,8 +49,9 @@ def gathered_weights(acc: Accelerator, model: Any) -> dict[str, torch.Tensor] | 
 
 
 def save_checkpoint(acc: Accelerator, model: Any, tokenizer: Any, cfg: ExperimentConfig, stage_path: Path,
-                    state: StageState, keep_last: int) -> Path | None:
-    """Write ``checkpoints/step-N`` of ``state``'s step atomically; returns it on the main process."""
+                    state: StageState, keep_last: int, stream: Any | None = None) -> Path | None:
+    """Write ``checkpoints/step-N`` of ``state``'s step atomically; returns it on the main process. A streamed
+    loader (``stream``) writes every process's stream position into it too."""
     step = state.global_step
     if acc.is_main_process:
         staging_dir(stage_path, step)
@@ -60,6 +61,9 @@ def save_checkpoint(acc: Accelerator, model: Any, tokenizer: Any, cfg: Experimen
     final = None
     try:
         acc.save_state(str(tmp / STATE_DIR))
+        if stream is not None:
+            stream.save_position(tmp, acc.process_index)
+            acc.wait_for_everyone()
         if acc.is_main_process:
             write_model_dir(acc.unwrap_model(model), tokenizer, cfg, tmp, weights)
             final = commit_checkpoint(tmp, step, state.as_dict(), keep_last)
@@ -72,12 +76,12 @@ def save_checkpoint(acc: Accelerator, model: Any, tokenizer: Any, cfg: Experimen
 
 
 def checkpoint_of_step(acc: Accelerator, model: Any, tokenizer: Any, cfg: ExperimentConfig, stage_path: Path,
-                       state: StageState, keep_last: int) -> Path:
+                       state: StageState, keep_last: int, stream: Any | None = None) -> Path:
     """The checkpoint of ``state``'s step: the latest one if it is of that step, else one written now."""
     step = state.global_step
     ckpt = latest_checkpoint(stage_path)
     if ckpt is None or read_trainer_state(ckpt).get("global_step") != step:
-        ckpt = save_checkpoint(acc, model, tokenizer, cfg, stage_path, state, keep_last) or \
+        ckpt = save_checkpoint(acc, model, tokenizer, cfg, stage_path, state, keep_last, stream) or \
             staging_path(stage_path, step).parent / f"step-{step}"
     return ckpt
 

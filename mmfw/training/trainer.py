@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from mmfw.components import Registries
 from mmfw.config import ExperimentConfig
 from mmfw.config.experiment import ResolvedStage
+from mmfw.data.stream_loader import StreamLoader
 from mmfw.training.accelerator import (
     accelerate_saves_model,
     init_trackers,
@@ -80,6 +81,7 @@ class Trainer:
         keep_weights_out_of_state(self.accelerator)
         self.metrics = MetricsLogger(self.accelerator, self.run_dir)
         self.state: StageState | None = None
+        self.stream: StreamLoader | None = None  # the loader of a streamed training set (it keeps its position)
         self.stage: ResolvedStage | None = None
         self.model: Any = None
         self.run_lock: Any = None
@@ -155,7 +157,11 @@ class Trainer:
         if t.feature_cache is not None:
             self.feature_cache = EncoderFeatureCache(t.feature_cache, model.vision_encoder, acc.process_index).install()
         optimizer = build_optimizer(model, t, applied.lr_scale, applied.decays)
-        self.model, self.optimizer, self.loader = acc.prepare(model, optimizer, self.loader)
+        self.stream = self.loader if isinstance(self.loader, StreamLoader) else None
+        if self.stream is None:
+            self.model, self.optimizer, self.loader = acc.prepare(model, optimizer, self.loader)
+        else:  # a streamed loader is sharded over processes by mmfw.data.stream, not by Accelerate
+            self.model, self.optimizer = acc.prepare(model, optimizer)
         per_epoch = max(1, len(self.loader))
         total = t.max_steps or max(1, math.ceil(t.epochs * per_epoch / t.gradient_accumulation_steps))
         self.scheduler = acc.prepare(build_scheduler(self.optimizer.optimizer, t, total))
@@ -163,6 +169,8 @@ class Trainer:
         if resume_from is not None:
             acc.load_state(str(resume_from / STATE_DIR))
             self.state = StageState.from_checkpoint(resume_from, stage.name, total)
+            if self.stream is not None:
+                self.stream.load_position(resume_from, acc.process_index)
             self.metrics.tracker_step += self.state.global_step
             logger.info("resumed stage %r from %s (step %d, epoch %d, batch %d)", stage.name, resume_from,
                         self.state.global_step, self.state.epoch, self.state.batches_in_epoch)
@@ -236,7 +244,7 @@ class Trainer:
     def save_checkpoint(self) -> Path | None:
         """Write ``checkpoints/step-N`` atomically (all processes take part; the main one writes the files)."""
         return save_checkpoint(self.accelerator, self.model, self.tokenizer, self.cfg, self.stage_path, self.state,
-                               self.stage.training.keep_last)
+                               self.stage.training.keep_last, self.stream)
 
     def _stop_requested(self) -> bool:
         """Whether any process received SIGTERM / SIGINT (all processes agree, so that they stop together)."""
@@ -245,7 +253,7 @@ class Trainer:
     def _interrupt(self) -> None:
         """Write a checkpoint of the finished step and stop, naming it and the command that continues."""
         ckpt = checkpoint_of_step(self.accelerator, self.model, self.tokenizer, self.cfg, self.stage_path, self.state,
-                                  self.stage.training.keep_last)
+                                  self.stage.training.keep_last, self.stream)
         raise TrainingInterrupted(
             f"stopped by {self.stop.signal or 'a signal'} after step {self.state.global_step} of {self.state.total_steps} of "
             f"stage {self.stage.name!r}; checkpoint {ckpt} written. `mmfw train {self.run_dir} --resume` continues "

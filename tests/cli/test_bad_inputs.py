@@ -111,8 +111,8 @@ CONFIG_CASES = [
                ["data.max_skip_ratio: Input should be less than or equal to 1"]),
     ConfigCase("dataset-extra-key", setp("data.train.0.shuffle", True), ["data.train[0].shuffle: unknown key"]),
     ConfigCase("dataset-wrong-suffix", setp("data.train.0.path", "data/train.csv"),
-               ["data.train[0].path: 'data/train.csv': unsupported dataset file type '.csv'; expected .json or "
-                ".jsonl"]),
+               ["data.train[0].path: 'data/train.csv': unsupported dataset file type '.csv'; expected .json, .jsonl, "
+                ".tar (or a dataset directory)"]),
     ConfigCase("dataset-missing-file", setp("data.train.0.path", lambda t: str(t / "nope.jsonl")),
                ["data.train[0].path: file not found: {tmp}/nope.jsonl"]),
     ConfigCase("dataset-path-is-a-directory", setp("data.eval.0.path", lambda t: str(t / "dir.json")),

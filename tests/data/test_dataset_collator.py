@@ -312,7 +312,7 @@ def test_repeated_conversations_are_tokenized_once(tokenizer, data_dir, tmp_path
     ds = LlavaDataset([DatasetSpec(path=str(tmp_path / "rep.json"))], tokenizer,
                       TileStrategy(ImageStrategyConfig(type="tiles"), GEOMETRY, 8), image_token="<image>",
                       max_length=512)
-    from mmfw.data import dataset as dataset_module
+    from mmfw.data import sample as dataset_module
 
     calls = []
     encode = dataset_module.encode_conversation
