@@ -125,7 +125,7 @@ def test_two_ranks_by_two_workers_read_every_record_exactly_once(tokenizer, llav
 def test_dataloader_workers_take_turns_and_cover_the_epoch(tokenizer, shards):
     ds = _stream(tokenizer, DatasetSpec(path=str(shards)), buffer=2, batch_size=2)
     collate = VLMCollator(0)
-    loader = StreamLoader(ds, lambda items: {**collate(items), "ids": [it["id"] for it in items]}, num_workers=2,
+    loader = StreamLoader(ds, collate, num_workers=2,
                           batches_per_epoch=100)
     seen: Counter = Counter()
     finished = set()
@@ -133,7 +133,7 @@ def test_dataloader_workers_take_turns_and_cover_the_epoch(tokenizer, shards):
         stream = (loader.consumed - 1) % 2  # the workers take turns
         epoch = loader.positions[stream][0]
         if epoch == 0:
-            seen.update(batch["ids"])
+            seen.update(batch.ids)
         else:
             finished.add(stream)
         if finished == {0, 1}:
@@ -144,7 +144,7 @@ def test_dataloader_workers_take_turns_and_cover_the_epoch(tokenizer, shards):
 def _take(loader: StreamLoader, n: int) -> list[list[int]]:
     out = []
     for batch in loader:
-        out.append(batch["input_ids"].flatten().tolist())
+        out.append(batch.input_ids.flatten().tolist())
         if len(out) == n:
             break
     return out
