@@ -183,7 +183,7 @@ class AnyresStrategy(ImageStrategy):
 
     def preprocess(self, image: Image.Image) -> ImageInput:
         spec = self.geometry.spec
-        image = image.convert("RGB")
+        image = image if image.mode == "RGB" else image.convert("RGB")
         w, h = image.size
         th, tw = self.tile_size
         resample = RESAMPLE[self.cfg.interpolation]
@@ -192,9 +192,11 @@ class AnyresStrategy(ImageStrategy):
         fill = (0, 0, 0) if self.cfg.fill == "black" else tuple(int(m * 255) for m in spec.mean)
         canvas = Image.new("RGB", (best_w, best_h), fill)
         canvas.paste(image.resize((new_w, new_h), resample), ((best_w - new_w) // 2, (best_h - new_h) // 2))
-        tiles = [image.resize((tw, th), resample)]
-        tiles += [canvas.crop((x, y, x + tw, y + th)) for y in range(0, best_h, th) for x in range(0, best_w, tw)]
-        pixels = torch.stack([to_tensor(t, spec.mean, spec.std) for t in tiles])
+        grid = to_tensor(canvas, spec.mean, spec.std)  # normalised once, then cut (a view per tile, one copy)
+        rows, cols = best_h // th, best_w // tw
+        pixels = torch.empty((1 + rows * cols, 3, th, tw), dtype=grid.dtype)
+        pixels[0] = to_tensor(image.resize((tw, th), resample), spec.mean, spec.std)
+        pixels[1:].view(rows, cols, 3, th, tw).copy_(grid.view(3, rows, th, cols, tw).permute(1, 3, 0, 2, 4))
         return ImageInput(pixel_values=pixels, size=(w, h))
 
     def merge(self, tile_features: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -29,7 +29,7 @@ class PadStrategyConfig(ImageStrategyConfig):
 
 def expand_to_square(image: Image.Image, fill: tuple[int, int, int]) -> Image.Image:
     """Pad the shorter side so the image is square, original centred (LLaVA's ``expand2square``)."""
-    image = image.convert("RGB")
+    image = image if image.mode == "RGB" else image.convert("RGB")
     w, h = image.size
     if w == h:
         return image

@@ -40,7 +40,8 @@ class ResizeStrategy(ImageStrategy):
 
     def resize(self, image: Image.Image) -> Image.Image:
         h, w = self.input_size
-        return image.convert("RGB").resize((w, h), RESAMPLE[self.cfg.interpolation])
+        image = image if image.mode == "RGB" else image.convert("RGB")
+        return image.resize((w, h), RESAMPLE[self.cfg.interpolation])
 
     def preprocess(self, image: Image.Image) -> ImageInput:
         spec = self.geometry.spec
