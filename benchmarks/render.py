@@ -91,17 +91,18 @@ def later_turn(r: dict[str, Any] | str) -> list[str]:
 def preprocessing(r: dict[str, Any]) -> list[str]:
     out = [f"Photos: {', '.join(r['photos'])}; one call per image; outputs compared ({r['tolerance']}). "
            "Images/s from the best and the median repeat:", "",
-           "| strategy | transformers processors (fast, slow) | mmfw | fast | slow | mmfw vs fast | mmfw vs slow | "
-           "max abs diff to fast |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+           "| strategy | mmfw backend | transformers processors (fast, slow) | mmfw | fast | slow | mmfw vs fast | "
+           "mmfw vs slow | max abs diff to fast | to slow |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for row in r["rows"]:
         s = row["sides"]
 
         def ips(k: str, s: dict[str, Any] = s) -> str:
             return f"{s[k]['images_per_s_best']:.1f} / {s[k]['images_per_s_median']:.1f}"
 
-        out.append(f"| `{row['strategy']}` ({row['encoder_px']} px) | {', '.join(row['processors'])} | {ips('mmfw')} "
+        out.append(f"| `{row['strategy']}` ({row['encoder_px']} px) | {row.get('backend', 'pil')} | "
+                   f"{', '.join(row['processors'])} | {ips('mmfw')} "
                    f"| {ips('transformers-fast')} | {ips('transformers-slow')} | **{_x(row['vs_fast_best'])}** | "
-                   f"{_x(row['vs_slow_best'])} | {row['diffs']['fast_max']:.3f} |")
+                   f"{_x(row['vs_slow_best'])} | {row['diffs']['fast_max']:.3f} | {row['diffs']['slow_max']:.3f} |")
     return out
 
 
@@ -142,7 +143,7 @@ def targets(b: dict[str, Any]) -> list[str]:
         rows.append(("training step", TARGETS["step"], b["step"]["speedup_min"], b["step"]["speedup_median"]))
     for row in b.get("preprocessing", {}).get("rows", []):
         if row["strategy"] in ("pad", "anyres"):
-            rows.append((f"preprocessing `{row['strategy']}` vs fast", TARGETS["preprocessing"], row["vs_fast_best"],
+            rows.append((f"preprocessing `{row['strategy']}` ({row.get('backend', 'pil')}) vs fast", TARGETS["preprocessing"], row["vs_fast_best"],
                          row["vs_fast_median"]))
     if "loader" in b:
         rows.append((f"loader (1 worker) vs step consumption, {b['loader']['encoder_px']} px", TARGETS["loader"],
