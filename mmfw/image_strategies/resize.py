@@ -33,7 +33,7 @@ class ResizeStrategyConfig(ImageStrategyConfig):
     backend: Literal["pil", "torch"] = "pil"
     """``pil``: Pillow resizes (pixels equal transformers' PIL image processors). ``torch``: the 8-bit pixels are
     padded and resized as uint8 tensors (torch's antialiased filters, as transformers' torchvision processors; at most
-    one level from ``pil`` in well under 1 % of the pixels), 2-3x faster."""
+    two levels from ``pil`` in well under 1 % of the pixels), about 2x faster."""
 
     @classmethod
     def example(cls) -> Self:
