@@ -76,8 +76,8 @@ _TORCH_MODES = {"bicubic": ("bicubic", True), "bilinear": ("bilinear", True), "n
 
 
 def resize_uint8(pixels: torch.Tensor, size_hw: tuple[int, int], interpolation: str) -> torch.Tensor:
-XX
-    apart from ``Image.resize``, in well under 1 % of the pixels)."""
+    """``(3, H, W)`` uint8 -> ``(3, h, w)`` uint8 with torch's antialiased resize (as Pillow's filters: at most two
+    levels apart from ``Image.resize``, in well under 1 % of the pixels)."""
     if tuple(pixels.shape[-2:]) == tuple(size_hw):
         return pixels
     mode, antialias = _TORCH_MODES[interpolation]
