@@ -107,7 +107,7 @@ def preprocessing(r: dict[str, Any]) -> list[str]:
 
 
 def loader(r: dict[str, Any]) -> list[str]:
-    return [f"`{r['samples']}` samples (photos as JPEG files, `pad` at {r['encoder_px']} px = {r['image_tokens']} image "
+    return [f"{r['samples']} samples (photos as JPEG files, `pad` at {r['encoder_px']} px = {r['image_tokens']} image "
             f"tokens, batches of {r['batch_size']}, {r['num_workers']} worker(s)); step: forward + backward + AdamW "
             f"on a batch of shape {r['batch_shape']}. Samples/s, best / median:", "",
             "| loader | training step consumes | loader vs step |", "|---:|---:|---:|",
