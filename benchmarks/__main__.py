@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-BENCHMARKS = ("fusion", "step", "generation", "preprocessing", "end_to_end", "end_to_end_skewed")
+BENCHMARKS = ("fusion", "step", "generation", "preprocessing", "loader", "end_to_end", "end_to_end_skewed")
 SMOKE_DEFAULT = BENCHMARKS[:-1]  # the skewed end-to-end run is the same code on other data: not in the smoke run
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "performance.md"
 

@@ -79,6 +79,8 @@ def run(smoke: bool, repeats: int, ws: Any, regs: Any, sizes: Sizes, **_: Any) -
         rows.append({"batch": bs, "prompt_tokens": prompt_len, "new_tokens": new_tokens, "sides": side,
                      "speedup_call_min": side["transformers"]["call_ms_min"] / side["mmfw"]["call_ms_min"],
                      "speedup_call_median": side["transformers"]["call_ms_median"] / side["mmfw"]["call_ms_median"]})
-    return {"name": "generation", "check": "identical greedy token ids", "rows": rows,
-            "later_turn": "not measured: needs the chat API of the ecosystem issue (a second question about an "
-                          "already-seen image with cached features)"}
+    from benchmarks.later_turn import measure
+    from benchmarks.preprocessing import photos
+
+    later = measure(vlm, tok, _cfg, hf, photos()[1], 4 if smoke else 8, repeats)
+    return {"name": "generation", "check": "identical greedy token ids", "rows": rows, "later_turn": later}

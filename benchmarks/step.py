@@ -45,9 +45,9 @@ def hf_loss(hf: Any, batch: dict[str, Any]) -> torch.Tensor:
 
 
 def hf_name(key: str) -> str:
-    from benchmarks.names import to_hf
+    from mmfw.export.llava_names import hf_llava_name
 
-    return to_hf(key)
+    return hf_llava_name(key)
 
 
 def check_gradients(vlm: Any, hf: Any, batch: dict[str, Any]) -> dict[str, float]:

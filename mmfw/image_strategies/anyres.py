@@ -29,7 +29,15 @@ from typing_extensions import Self
 
 from mmfw.config.base import ImageStrategyConfig
 from mmfw.errors import ConfigError, ExportError
-from mmfw.image_strategies.base import ImageInput, ImageStrategy, VisionGeometry, to_tensor
+from mmfw.image_strategies.base import (
+    ImageInput,
+    ImageStrategy,
+    VisionGeometry,
+    normalise_uint8,
+    paste_uint8,
+    resize_uint8,
+    uint8_pixels,
+)
 from mmfw.image_strategies.resize import RESAMPLE
 from mmfw.interop import HFLlavaPart, image_processor_kwargs
 from mmfw.registry import component
@@ -53,6 +61,10 @@ class AnyresStrategyConfig(ImageStrategyConfig):
     interpolation: Literal["bicubic", "bilinear", "nearest"] = "bicubic"
     fill: Literal["black", "mean"] = "black"
     """Canvas colour around the resized image: ``black`` as LLaVA-NeXT and transformers, or the encoder's mean."""
+    backend: Literal["pil", "torch"] = "pil"
+    """``pil``: Pillow resizes (pixels equal transformers' PIL image processors). ``torch``: the 8-bit pixels are
+    padded and resized as uint8 tensors (torch's antialiased filters, as transformers' torchvision processors; at most
+    two levels from ``pil`` in well under 1 % of the pixels), about 2x faster."""
 
     @classmethod
     def example(cls) -> Self:
@@ -183,19 +195,27 @@ class AnyresStrategy(ImageStrategy):
 
     def preprocess(self, image: Image.Image) -> ImageInput:
         spec = self.geometry.spec
-        image = image.convert("RGB")
+        image = image if image.mode == "RGB" else image.convert("RGB")
         w, h = image.size
         th, tw = self.tile_size
-        resample = RESAMPLE[self.cfg.interpolation]
         best_h, best_w = select_best_resolution((h, w), self.grid_pinpoints)
         new_h, new_w = fit_size((h, w), (best_h, best_w))
         fill = (0, 0, 0) if self.cfg.fill == "black" else tuple(int(m * 255) for m in spec.mean)
-        canvas = Image.new("RGB", (best_w, best_h), fill)
-        canvas.paste(image.resize((new_w, new_h), resample), ((best_w - new_w) // 2, (best_h - new_h) // 2))
-        tiles = [image.resize((tw, th), resample)]
-        tiles += [canvas.crop((x, y, x + tw, y + th)) for y in range(0, best_h, th) for x in range(0, best_w, tw)]
-        pixels = torch.stack([to_tensor(t, spec.mean, spec.std) for t in tiles])
-        return ImageInput(pixel_values=pixels, size=(w, h))
+        offset = ((best_h - new_h) // 2, (best_w - new_w) // 2)
+        if self.cfg.backend == "torch":
+            pixels, mode = uint8_pixels(image), self.cfg.interpolation
+            canvas = paste_uint8(resize_uint8(pixels, (new_h, new_w), mode), (best_h, best_w), fill, offset)
+            base = resize_uint8(pixels, (th, tw), mode)
+        else:
+            resample = RESAMPLE[self.cfg.interpolation]
+            pil_canvas = Image.new("RGB", (best_w, best_h), fill)
+            pil_canvas.paste(image.resize((new_w, new_h), resample), offset[::-1])
+            base, canvas = uint8_pixels(image.resize((tw, th), resample)), uint8_pixels(pil_canvas)
+        rows, cols = best_h // th, best_w // tw  # 8-bit tiles cut from the canvas, then all normalised at once
+        tiles = torch.empty((1 + rows * cols, 3, th, tw), dtype=torch.uint8)
+        tiles[0] = base
+        tiles[1:].view(rows, cols, 3, th, tw).copy_(canvas.reshape(3, rows, th, cols, tw).permute(1, 3, 0, 2, 4))
+        return ImageInput(pixel_values=normalise_uint8(tiles, spec.mean, spec.std), size=(w, h))
 
     def merge(self, tile_features: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         """``(1 + tiles, T, D)`` -> ``(num_tokens(size), D)``. A lone base tile (the blank image of the text-only

@@ -12,7 +12,15 @@ from typing_extensions import Self
 
 from mmfw.config.base import ImageStrategyConfig
 from mmfw.errors import ExportError
-from mmfw.image_strategies.base import ImageInput, ImageStrategy, to_tensor
+from mmfw.image_strategies.base import (
+    ImageInput,
+    ImageStrategy,
+    normalise_uint8,
+    paste_uint8,
+    resize_uint8,
+    to_tensor,
+    uint8_pixels,
+)
 from mmfw.image_strategies.resize import RESAMPLE
 from mmfw.interop import HFLlavaPart, image_processor_kwargs
 from mmfw.registry import component
@@ -21,6 +29,10 @@ from mmfw.registry import component
 class PadStrategyConfig(ImageStrategyConfig):
     type: Literal["pad"] = "pad"
     interpolation: Literal["bicubic", "bilinear", "nearest"] = "bicubic"
+    backend: Literal["pil", "torch"] = "pil"
+    """``pil``: Pillow resizes (pixels equal transformers' PIL image processors). ``torch``: the 8-bit pixels are
+    padded and resized as uint8 tensors (torch's antialiased filters, as transformers' torchvision processors; at most
+    two levels from ``pil`` in well under 1 % of the pixels), about 2x faster."""
 
     @classmethod
     def example(cls) -> Self:
@@ -29,7 +41,7 @@ class PadStrategyConfig(ImageStrategyConfig):
 
 def expand_to_square(image: Image.Image, fill: tuple[int, int, int]) -> Image.Image:
     """Pad the shorter side so the image is square, original centred (LLaVA's ``expand2square``)."""
-    image = image.convert("RGB")
+    image = image if image.mode == "RGB" else image.convert("RGB")
     w, h = image.size
     if w == h:
         return image
@@ -44,10 +56,17 @@ class PadStrategy(ImageStrategy):
     def preprocess(self, image: Image.Image) -> ImageInput:
         spec = self.geometry.spec
         fill = tuple(int(m * 255) for m in spec.mean)
-        square = expand_to_square(image, fill)
         h, w = spec.image_size
-        pixels = to_tensor(square.resize((w, h), RESAMPLE[self.cfg.interpolation]), spec.mean, spec.std)
-        return ImageInput(pixel_values=pixels.unsqueeze(0), size=image.size)
+        if self.cfg.backend == "torch":
+            pixels = uint8_pixels(image)
+            ih, iw = pixels.shape[-2:]
+            side = max(ih, iw)
+            square = paste_uint8(pixels, (side, side), fill, ((side - ih) // 2, (side - iw) // 2))
+            out = normalise_uint8(resize_uint8(square, (h, w), self.cfg.interpolation), spec.mean, spec.std)
+        else:
+            square = expand_to_square(image, fill)
+            out = to_tensor(square.resize((w, h), RESAMPLE[self.cfg.interpolation]), spec.mean, spec.std)
+        return ImageInput(pixel_values=out.unsqueeze(0), size=image.size)
 
     def num_tokens(self, size: tuple[int, int]) -> int:
         return self.geometry.tile_tokens(*self.geometry.spec.image_size)

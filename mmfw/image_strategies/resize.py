@@ -9,7 +9,15 @@ from pydantic import Field
 from typing_extensions import Self
 
 from mmfw.config.base import ImageStrategyConfig
-from mmfw.image_strategies.base import ImageInput, ImageStrategy, VisionGeometry, to_tensor
+from mmfw.image_strategies.base import (
+    ImageInput,
+    ImageStrategy,
+    VisionGeometry,
+    normalise_uint8,
+    resize_uint8,
+    to_tensor,
+    uint8_pixels,
+)
 from mmfw.interop import HFLlavaPart, image_processor_kwargs
 from mmfw.registry import component
 
@@ -22,6 +30,10 @@ class ResizeStrategyConfig(ImageStrategyConfig):
     size: int | None = Field(None, gt=0)
     """Square input size; defaults to the encoder's native size (another size needs a dynamic-size encoder)."""
     interpolation: Literal["bicubic", "bilinear", "nearest"] = "bicubic"
+    backend: Literal["pil", "torch"] = "pil"
+    """``pil``: Pillow resizes (pixels equal transformers' PIL image processors). ``torch``: the 8-bit pixels are
+    padded and resized as uint8 tensors (torch's antialiased filters, as transformers' torchvision processors; at most
+    two levels from ``pil`` in well under 1 % of the pixels), about 2x faster."""
 
     @classmethod
     def example(cls) -> Self:
@@ -40,11 +52,16 @@ class ResizeStrategy(ImageStrategy):
 
     def resize(self, image: Image.Image) -> Image.Image:
         h, w = self.input_size
-        return image.convert("RGB").resize((w, h), RESAMPLE[self.cfg.interpolation])
+        image = image if image.mode == "RGB" else image.convert("RGB")
+        return image.resize((w, h), RESAMPLE[self.cfg.interpolation])
 
     def preprocess(self, image: Image.Image) -> ImageInput:
         spec = self.geometry.spec
-        pixels = to_tensor(self.resize(image), spec.mean, spec.std)
+        if self.cfg.backend == "torch":
+            pixels = normalise_uint8(resize_uint8(uint8_pixels(image), self.input_size, self.cfg.interpolation),
+                                     spec.mean, spec.std)
+        else:
+            pixels = to_tensor(self.resize(image), spec.mean, spec.std)
         return ImageInput(pixel_values=pixels.unsqueeze(0), size=image.size)
 
     def num_tokens(self, size: tuple[int, int]) -> int:

@@ -43,8 +43,12 @@ def test_smoke_run_checks_every_comparison_and_renders(tmp_path: Path, restore_t
     assert b["step"]["checks"]["max_grad_rel_diff"] <= 1e-4 and b["step"]["checks"]["grad_tensors"] > 20
     assert all(s["gflop"] > 0 and 0 < s["mfu_min"] < 1 for s in b["step"]["sides"].values())
     assert all(s["vision_calls"] == 1 for row in b["generation"]["rows"] for s in row["sides"].values())
+    later = b["generation"]["later_turn"]  # checked: same reply tokens as encoding the image again, no encoder call
+    assert set(later["sides"]) == {"chat", "mmfw-fresh", "transformers-fresh"} and later["chat_prefilled"] > 0
+    assert b["loader"]["loader_samples_per_s_best"] > 0 and b["loader"]["step_samples_per_s_best"] > 0
     assert {row["strategy"] for row in b["preprocessing"]["rows"]} == {"pad", "anyres", "resize"}
-    assert all(row["diffs"]["slow_max"] <= 1e-5 for row in b["preprocessing"]["rows"])
+    assert {row["backend"] for row in b["preprocessing"]["rows"]} == {"pil", "torch"}
+    assert all(row["diffs"]["slow_max"] <= 1e-5 for row in b["preprocessing"]["rows"] if row["backend"] == "pil")
     e2e = b["end_to_end"]
     assert e2e["real_tokens"] > 0 and all(s["real_tokens_per_s_best"] > 0 for s in e2e["sides"].values())
     # both trainings learn something from the same start

@@ -17,6 +17,7 @@ from mmfw.encoders.clip import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 from mmfw.image_strategies.anyres import (
     AnyresStrategy,
     AnyresStrategyConfig,
+    fit_size,
     select_best_resolution,
     unpad_shape,
 )
@@ -130,3 +131,21 @@ def test_trains_end_to_end_including_the_newline(tiny_experiment, registries) ->
     text_only = model(input_ids=torch.tensor([text]), labels=torch.tensor([text]))  # dummy image pass: 1 tile
     text_only.loss.backward()
     assert model.image_strategy.image_newline.grad is not None
+
+
+def test_tiles_are_the_canvas_crops_normalised_one_by_one() -> None:
+    """Tiles cut from the normalised canvas equal each crop normalised on its own (the earlier way), bit for bit."""
+    from mmfw.image_strategies.base import to_tensor
+
+    s = strategy()
+    rng = torch.Generator().manual_seed(0)
+    image = Image.fromarray(torch.randint(0, 256, (50, 90, 3), generator=rng, dtype=torch.uint8).numpy())
+    pixels = s.preprocess(image).pixel_values
+    best_h, best_w = s.best_resolution(image.size)
+    new_h, new_w = fit_size((50, 90), (best_h, best_w))
+    canvas = Image.new("RGB", (best_w, best_h), (0, 0, 0))
+    canvas.paste(image.resize((new_w, new_h), Image.Resampling.BICUBIC), ((best_w - new_w) // 2, (best_h - new_h) // 2))
+    crops = [image.resize((TILE, TILE), Image.Resampling.BICUBIC)] + [
+        canvas.crop((x, y, x + TILE, y + TILE)) for y in range(0, best_h, TILE) for x in range(0, best_w, TILE)]
+    expected = torch.stack([to_tensor(c, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD) for c in crops])
+    assert pixels.shape == expected.shape and torch.equal(pixels, expected)

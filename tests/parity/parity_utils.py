@@ -1,7 +1,8 @@
 """Helpers of the transformers parity tests: tiny configs, the mmfw data path, and the mmfw -> transformers mapping.
 
-The mapping here is written out by hand, independently of :mod:`mmfw.export`, so the parity tests check the model
-code and the export tests check the exporter.
+The name mapping is the prefix table of :mod:`mmfw.export.llava_names` (shared with the benchmarks), kept apart from
+the exporter's per-component mapping (``build_hf_llava``), so the parity tests check the model code and the export
+tests check the exporter.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from mmfw.components import Registries
 from mmfw.config import load_config_dict
 from mmfw.data.collator import VLMCollator
 from mmfw.data.tokenize import encode_prompt
+from mmfw.export.llava_names import hf_llava_state_dict
 from mmfw.model.builder import build_model
 from mmfw.model.vlm import VisionLanguageModel
 
@@ -30,16 +32,6 @@ LLM_ARCH: dict[str, Any] = {"hidden_size": 64, "intermediate_size": 128, "num_hi
 PINPOINTS = [[TILE, 2 * TILE], [2 * TILE, TILE], [2 * TILE, 2 * TILE], [3 * TILE, TILE], [TILE, 3 * TILE]]
 SYSTEM = "You are a helpful assistant."
 QUESTIONS = ("What is in the picture?", "Describe the image.", "What colour is it?")
-
-_RULES = (  # mmfw state-dict prefix -> transformers Llava / LlavaNext prefix
-    ("vision_encoder.model.", "model.vision_tower."),
-    ("connector.net.0.", "model.multi_modal_projector.linear_1."),
-    ("connector.net.2.", "model.multi_modal_projector.linear_2."),
-    ("llm.model.model.", "model.language_model."),
-    ("llm.model.lm_head.", "lm_head."),
-    ("image_strategy.image_newline", "model.image_newline"),
-)
-
 
 def model_config(tokenizer_dir: Path, strategy: dict[str, Any], llm_type: str = "llama") -> dict[str, Any]:
     return {
@@ -63,15 +55,7 @@ def build_mmfw(registries: Registries, model: dict[str, Any], seed: int = 0) -> 
 
 
 def to_hf_state_dict(vlm: VisionLanguageModel) -> dict[str, torch.Tensor]:
-    out = {}
-    for key, value in vlm.state_dict().items():
-        for src, dst in _RULES:
-            if key.startswith(src):
-                out[dst + key[len(src):]] = value
-                break
-        else:
-            raise KeyError(f"no transformers name for {key}")
-    return out
+    return hf_llava_state_dict(vlm)
 
 
 def load_into_hf(hf: torch.nn.Module, vlm: VisionLanguageModel) -> None:
