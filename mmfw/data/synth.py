@@ -28,7 +28,8 @@ Question families (answers are short lowercase strings, suitable for exact match
 * ``shape``    -- one large shape; answer is one of :data:`SHAPES`.
 * ``position`` -- one shape lying entirely inside one image quadrant; answer is one of :data:`POSITIONS`.
 * ``count``    -- 1 to 4 shapes of random type/colour, each nearly filling a different quadrant (the quadrants
-  drawn at random); answer is ``"1"`` .. ``"4"``.
+  drawn at random); answer is ``"1"`` .. ``"4"``. With ``max_count`` 5 to 9: 1 to ``max_count`` small shapes, each
+  in a different cell of a 3x3 grid.
 
 Within each split the task mix is balanced across the requested tasks (or, for the training split, follows
 ``train_task_weights``) and the answers are balanced within each task (every answer occurs ``n // k`` or
@@ -131,8 +132,15 @@ _ANSWERS: dict[str, tuple[str, ...]] = {
     "count": COUNTS,
 }
 
+def _answers(task: str, max_count: int = 4) -> tuple[str, ...]:
+    """The answers of ``task``; count scenes hold 1 to ``max_count`` shapes."""
+    return tuple(str(i) for i in range(1, max_count + 1)) if task == "count" else _ANSWERS[task]
+
+
 _COLOR_NAMES: tuple[str, ...] = tuple(COLORS)
 _MIN_IMAGE_SIZE = 32
+_GRID = 3  # cells per side of the grid that holds the shapes of a count scene with more than 4
+MAX_COUNT = _GRID * _GRID
 _GAP = 2  # minimum free pixels between shapes / between a shape and a quadrant border
 _PNG_COMPRESS_LEVEL = 1
 
@@ -284,13 +292,28 @@ def _rand_color(rng: np.random.Generator) -> str:
     return _COLOR_NAMES[int(rng.integers(len(_COLOR_NAMES)))]
 
 
-def _count_shapes(rng: np.random.Generator, image_size: int | _Canvas, n: int) -> list[ShapeSpec]:
-    """``n`` shapes with random type/colour, each nearly filling a different quadrant (chosen at random)."""
-    quadrants = [POSITIONS[int(q)] for q in rng.permutation(len(POSITIONS))[:n]]
-    return [_quadrant_shape(rng, image_size, q, _rand_shape(rng), _rand_color(rng), lo=0.4, hi=0.5) for q in quadrants]
+def _count_shapes(rng: np.random.Generator, image_size: int | _Canvas, n: int, max_count: int = 4) -> list[ShapeSpec]:
+    """``n`` shapes with random type/colour: up to 4, each nearly filling a different quadrant (chosen at random);
+    with ``max_count`` above 4, each inside a different cell (chosen at random) of a 3x3 grid."""
+    if max_count <= len(POSITIONS):
+        quadrants = [POSITIONS[int(q)] for q in rng.permutation(len(POSITIONS))[:n]]
+        return [_quadrant_shape(rng, image_size, q, _rand_shape(rng), _rand_color(rng), lo=0.4, hi=0.5)
+                for q in quadrants]
+    c = _canvas(image_size)
+    cell_w, cell_h = c.width // _GRID, c.height // _GRID
+    room = min(cell_w, cell_h) - _GAP
+    hi = max(4, min(room, round(room * c.scale)))
+    shapes = []
+    for cell in rng.permutation(_GRID * _GRID)[:n]:
+        size = int(rng.integers(max(4, round(0.6 * hi)), hi + 1))
+        x0 = int(cell) % _GRID * cell_w + int(rng.integers(0, cell_w - size + 1))
+        y0 = int(cell) // _GRID * cell_h + int(rng.integers(0, cell_h - size + 1))
+        shapes.append(ShapeSpec(_rand_shape(rng), _rand_color(rng), x0, y0, size))
+    return shapes
 
 
-def _make_scene(rng: np.random.Generator, task: str, answer: str, image_size: int | _Canvas) -> list[ShapeSpec]:
+def _make_scene(rng: np.random.Generator, task: str, answer: str, image_size: int | _Canvas,
+                max_count: int = 4) -> list[ShapeSpec]:
     if task == "color":
         return [_single_shape(rng, image_size, _rand_shape(rng), answer)]
     if task == "shape":
@@ -298,7 +321,7 @@ def _make_scene(rng: np.random.Generator, task: str, answer: str, image_size: in
     if task == "position":
         return [_quadrant_shape(rng, image_size, answer, _rand_shape(rng), _rand_color(rng))]
     if task == "count":
-        return _count_shapes(rng, image_size, int(answer))
+        return _count_shapes(rng, image_size, int(answer), max_count)
     raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
 
 
@@ -340,13 +363,14 @@ def _generate_split(
     tasks: Sequence[str],
     extra_questions: Sequence[str] = (),
     task_weights: dict[str, float] | None = None,
+    max_count: int = 4,
 ) -> list[dict[str, Any]]:
     if task_weights:
         task_list = _weighted(rng, list(tasks), [task_weights.get(t, 1.0) for t in tasks], n)
     else:
         task_list = _balanced(rng, list(tasks), n)
     answers: dict[str, list[str]] = {
-        t: _balanced(rng, _ANSWERS[t], sum(1 for x in task_list if x == t)) for t in dict.fromkeys(tasks)
+        t: _balanced(rng, _answers(t, max_count), sum(1 for x in task_list if x == t)) for t in dict.fromkeys(tasks)
     }
     cursor = dict.fromkeys(answers, 0)
     records: list[dict[str, Any]] = []
@@ -355,7 +379,7 @@ def _generate_split(
         cursor[task] += 1
         question = QUESTIONS[task][int(rng.integers(len(QUESTIONS[task])))]
         background = _background(rng)
-        shapes = _make_scene(rng, task, answer, image_size)
+        shapes = _make_scene(rng, task, answer, image_size, max_count)
         rel = f"images/{split}_{i:06d}.png"
         c = _canvas(image_size)
         render_scene(shapes, background, (c.width, c.height)).save(root / rel, format="PNG", compress_level=_PNG_COMPRESS_LEVEL)
@@ -383,7 +407,7 @@ def _write_text_atomic(path: Path, text: str) -> None:
 
 def _meta(
     num_train: int, num_eval: int, image_size: int, seed: int, tasks: Sequence[str], extra: Sequence[str],
-    weights: dict[str, float], width: int | None = None, shape_scale: float = 1.0,
+    weights: dict[str, float], width: int | None = None, shape_scale: float = 1.0, max_count: int = 4,
 ) -> dict[str, Any]:
     meta = {
         "generator_version": GENERATOR_VERSION,
@@ -401,6 +425,8 @@ def _meta(
         meta["width"] = int(width)
     if shape_scale != 1:
         meta["shape_scale"] = float(shape_scale)
+    if max_count != 4:
+        meta["max_count"] = int(max_count)
     return meta
 
 
@@ -422,7 +448,9 @@ def _task_weights(weights: dict[str, float] | None, tasks: Sequence[str]) -> dic
 
 
 def _validate(num_train: int, num_eval: int, image_size: int, tasks: Sequence[str], extra: Sequence[str],
-              width: int | None = None, shape_scale: float = 1.0) -> None:
+              width: int | None = None, shape_scale: float = 1.0, max_count: int = 4) -> None:
+    if not 1 <= max_count <= MAX_COUNT:
+        raise InvalidArgumentError(f"max_count must be in [1, {MAX_COUNT}], got {max_count}")
     if width is not None and width < _MIN_IMAGE_SIZE:
         raise ValueError(f"width must be >= {_MIN_IMAGE_SIZE}, got {width}")
     if not 0.25 <= shape_scale <= 1:
@@ -456,6 +484,7 @@ def generate_synthetic_vqa(
     train_task_weights: dict[str, float] | None = None,
     width: int | None = None,
     shape_scale: float = 1.0,
+    max_count: int = 4,
 ) -> SynthPaths:
     """Generate the synthetic VQA dataset into ``out_dir`` (always regenerates; see :func:`ensure_synthetic_vqa`).
 
@@ -475,12 +504,14 @@ def generate_synthetic_vqa(
             Quadrants are the four halves-by-halves of the wide (or tall) image.
         shape_scale: Factor on every shape size (sizes are relative to the shorter side): small shapes make
             fine detail matter, e.g. for comparing image strategies on wide images.
+        max_count: Count scenes hold 1 to ``max_count`` shapes (at most 9); above 4 the shapes are small, each in its
+            own cell of a 3x3 grid (a side of 60-100 % of the cell, times ``shape_scale``), instead of one per quadrant.
 
     Returns:
         The dataset's :class:`SynthPaths`.
     """
     tasks, extra = _dedupe(tasks), _dedupe(extra_train_questions)
-    _validate(num_train, num_eval, image_size, tasks, extra, width, shape_scale)
+    _validate(num_train, num_eval, image_size, tasks, extra, width, shape_scale, max_count)
     weights = _task_weights(train_task_weights, tasks)
     canvas = _Canvas(width or image_size, image_size, float(shape_scale))
     paths = _paths(out_dir)
@@ -498,9 +529,10 @@ def generate_synthetic_vqa(
         rng = np.random.default_rng([int(seed), stream])
         train = split == "train"
         asked = [t for t in extra if t in tasks] if train else []
-        records = _generate_split(split, n, rng, paths.root, canvas, tasks, asked, weights if train else None)
+        records = _generate_split(split, n, rng, paths.root, canvas, tasks, asked, weights if train else None,
+                                  max_count)
         _write_text_atomic(json_path, json.dumps(records, indent=1) + "\n")
-    meta = _meta(num_train, num_eval, image_size, seed, tasks, extra, weights, width, shape_scale)
+    meta = _meta(num_train, num_eval, image_size, seed, tasks, extra, weights, width, shape_scale, max_count)
     _write_text_atomic(meta_path, json.dumps(meta, indent=2, sort_keys=True) + "\n")
     logger.info(
         "generated synthetic VQA in %s: %d train + %d eval images (%dpx, tasks=%s) in %.1fs",
@@ -525,6 +557,7 @@ def ensure_synthetic_vqa(
     train_task_weights: dict[str, float] | None = None,
     width: int | None = None,
     shape_scale: float = 1.0,
+    max_count: int = 4,
 ) -> SynthPaths:
     """Return the dataset in ``out_dir``, generating it only if it is missing or was made with other arguments.
 
@@ -532,11 +565,11 @@ def ensure_synthetic_vqa(
     arguments equal the requested ones; otherwise :func:`generate_synthetic_vqa` is called.
     """
     tasks, extra = _dedupe(tasks), _dedupe(extra_train_questions)
-    _validate(num_train, num_eval, image_size, tasks, extra, width, shape_scale)
+    _validate(num_train, num_eval, image_size, tasks, extra, width, shape_scale, max_count)
     weights = _task_weights(train_task_weights, tasks)
     paths = _paths(out_dir)
     meta_path = paths.root / "synth_meta.json"
-    wanted = _meta(num_train, num_eval, image_size, seed, tasks, extra, weights, width, shape_scale)
+    wanted = _meta(num_train, num_eval, image_size, seed, tasks, extra, weights, width, shape_scale, max_count)
     if paths.train.is_file() and paths.eval.is_file() and meta_path.is_file():
         try:
             stored = json.loads(meta_path.read_text(encoding="utf-8"))
@@ -548,4 +581,4 @@ def ensure_synthetic_vqa(
         logger.info("synthetic VQA in %s was generated with other arguments; regenerating", paths.root)
     return generate_synthetic_vqa(out_dir, num_train, num_eval, image_size=image_size, seed=seed, tasks=tasks,
                                   extra_train_questions=extra, train_task_weights=weights, width=width,
-                                  shape_scale=shape_scale)
+                                  shape_scale=shape_scale, max_count=max_count)
