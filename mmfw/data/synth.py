@@ -306,8 +306,9 @@ def _count_shapes(rng: np.random.Generator, image_size: int | _Canvas, n: int, m
     shapes = []
     for cell in rng.permutation(_GRID * _GRID)[:n]:
         size = int(rng.integers(max(4, round(0.6 * hi)), hi + 1))
-        x0 = int(cell) % _GRID * cell_w + int(rng.integers(0, cell_w - size + 1))
-        y0 = int(cell) // _GRID * cell_h + int(rng.integers(0, cell_h - size + 1))
+        # _GAP free pixels on the cell's far sides: shapes in neighbouring cells never touch
+        x0 = int(cell) % _GRID * cell_w + int(rng.integers(0, cell_w - _GAP - size + 1))
+        y0 = int(cell) // _GRID * cell_h + int(rng.integers(0, cell_h - _GAP - size + 1))
         shapes.append(ShapeSpec(_rand_shape(rng), _rand_color(rng), x0, y0, size))
     return shapes
 
