@@ -27,7 +27,9 @@ hookspec = pluggy.HookspecMarker("mmfw")
 @hookspec
 def mmfw_register_components(registries: Registries) -> None:
     """Register components: ``registries.vision_encoders.register(MyEncoder)`` and likewise for
-    ``connectors``, ``llms`` and ``image_strategies`` (one registry per kind of :data:`mmfw.config.kinds.KINDS`).
+    ``connectors``, ``llms`` and ``image_strategies`` (one registry per kind of :data:`mmfw.config.kinds.KINDS`),
+    and ``executors`` for where ``mmfw sweep`` runs its jobs (a :class:`mmfw.executors.base.SweepExecutor`; the
+    registries beside the model's kinds are :data:`mmfw.config.kinds.OTHER_REGISTRIES`).
 
     Each component class carries its name and config class (see :func:`mmfw.registry.component`). A name already
     registered by another plugin is an error naming both.

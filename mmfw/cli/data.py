@@ -94,6 +94,8 @@ def _add_synth_arguments(s: argparse.ArgumentParser) -> None:
                    help="image width (default --image-size: square); --image-size is then the height")
     s.add_argument("--shape-scale", type=float, default=fields["shape_scale"].default, metavar="F",
                    help="factor on every shape size, 0.25 to 1 (small shapes: fine detail matters)")
+    s.add_argument("--max-count", type=int, default=fields["max_count"].default, metavar="N",
+                   help="count scenes hold 1 to N shapes, 1 to 9 (above 4: small shapes in a 3x3 grid)")
 
 
 def _task_weight(text: str) -> tuple[str, float]:
@@ -109,7 +111,8 @@ def _task_weight(text: str) -> tuple[str, float]:
 
 _SYNTH_FLAGS = {"num_train": "--num-train", "num_eval": "--num-eval", "image_size": "--image-size",
                 "tasks": "--tasks", "extra_train_questions": "--extra-train-questions",
-                "train_task_weights": "--train-task-weights", "width": "--width", "shape_scale": "--shape-scale"}
+                "train_task_weights": "--train-task-weights", "width": "--width", "shape_scale": "--shape-scale",
+                "max_count": "--max-count"}
 
 
 def _check_synth_args(args: argparse.Namespace) -> None:
@@ -121,7 +124,7 @@ def _check_synth_args(args: argparse.Namespace) -> None:
                             image_size=args.image_size, seed=args.seed, tasks=args.tasks,
                             extra_train_questions=args.extra_train_questions,
                             train_task_weights=dict(args.train_task_weights), width=args.width,
-                            shape_scale=args.shape_scale)
+                            shape_scale=args.shape_scale, max_count=args.max_count)
     except ValidationError as err:
         lines = []
         for e in err.errors():
@@ -153,7 +156,7 @@ def run_synth(args: argparse.Namespace) -> int:
                                    image_size=args.image_size, seed=args.seed, tasks=args.tasks,
                                    extra_train_questions=args.extra_train_questions,
                                    train_task_weights=dict(args.train_task_weights), width=args.width,
-                                   shape_scale=args.shape_scale)
+                                   shape_scale=args.shape_scale, max_count=args.max_count)
     print(f"wrote {paths.train} and {paths.eval} (images in {paths.images})")
     return 0
 

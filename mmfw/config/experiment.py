@@ -193,6 +193,9 @@ class SyntheticDataConfig(StrictModel):
     tall scenes, on which image strategies (resize, pad, anyres) see different things."""
     shape_scale: float = Field(1.0, ge=0.25, le=1)
     """Factor on every shape's size (relative to the shorter side): small shapes make fine detail matter."""
+    max_count: int = Field(4, ge=1, le=9)
+    """Count scenes hold 1 to ``max_count`` shapes; above 4 they are small shapes, each in its own cell of a 3x3 grid
+    (counting many small shapes needs fine spatial detail)."""
 
     @model_validator(mode="after")
     def _weighted_tasks(self) -> SyntheticDataConfig:

@@ -1,28 +1,26 @@
-"""From a sweep file to runs: expand the axes into points, resolve each point's experiment config, fingerprint it,
-and validate every point the way ``mmfw train`` validates a config, before anything runs.
+"""From a sweep file to runs: resolve each point's experiment config, fingerprint it, and validate every point the
+way ``mmfw train`` validates a config, before anything runs (:mod:`mmfw.sweep.points` expands the axes).
 
 A run's fingerprint is a hash of its fully resolved config (the pydantic dump, as canonical JSON with sorted keys),
 without ``output_dir`` and ``name``: it does not depend on the order of keys in the files or on how a value was
 written (``1e-3`` or ``0.001``, ``full`` or ``{type: full}``). Each run lives in ``STUDY/runs/<label>-s<seed>-<fp>``;
-a run is found again by its fingerprint, so relabelling a point does not train it again.
+a run is found again by its fingerprint, so relabelling a point does not train it again, and a point whose runs are
+all done is not validated again.
 """
 
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
-import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
 from mmfw.config import ConfigError, ExperimentConfig, load_config_dict
-from mmfw.config.loader import apply_overrides, load_yaml_tree
-from mmfw.executors.runs import RUNS_DIR
+from mmfw.config.loader import load_yaml_tree
+from mmfw.executors.runs import FINAL_METRICS, RUNS_DIR
+from mmfw.sweep.points import AxisValue, Point, expand_points, resolve_tree, show_value, slug
 from mmfw.sweep.spec import SweepConfig, default_output_dir, load_sweep
 
 if TYPE_CHECKING:
@@ -30,36 +28,6 @@ if TYPE_CHECKING:
 
 FINGERPRINT_LENGTH = 12
 _EXCLUDED_FROM_FINGERPRINT = ("output_dir", "name")
-
-
-@dataclass(frozen=True)
-class AxisValue:
-    """One value of one axis: where it was written in the sweep file, its label and how it reads in a table."""
-
-    where: str
-    """YAML path in the sweep file, e.g. ``grid.model.connector[1]`` or ``zip.training.learning_rate[0]``."""
-    values: dict[str, Any]
-    """Dotted config key -> value (several keys for a zip step)."""
-    label: str
-    shown: dict[str, str]
-    """Dotted config key -> readable value (a component shows its ``type`` and the fields written)."""
-
-
-@dataclass(frozen=True)
-class Point:
-    """One combination of axis values."""
-
-    index: int
-    label: str
-    choices: tuple[AxisValue, ...]
-
-    @property
-    def shown(self) -> dict[str, str]:
-        return {k: v for c in self.choices for k, v in c.shown.items()}
-
-    @property
-    def overrides(self) -> dict[str, Any]:
-        return {k: v for c in self.choices for k, v in c.values.items()}
 
 
 @dataclass(frozen=True)
@@ -91,84 +59,6 @@ class StudyPlan:
     """Optional points left out, with their first problem."""
 
 
-def show_value(value: Any) -> str:
-    """A short readable form of an axis value: ``3``, ``resampler(num_queries=16)``, ``lr=0.001, depth=2``."""
-    if isinstance(value, Mapping):
-        flat = _flatten(value)
-        kind = flat.pop("type", None)
-        inner = ", ".join(f"{k}={_scalar(v)}" for k, v in flat.items())
-        if kind is not None:
-            return f"{kind}({inner})" if inner else str(kind)
-        return inner
-    return _scalar(value)
-
-
-def _flatten(value: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in value.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, Mapping) and "type" not in v:
-            out.update(_flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
-
-
-def _scalar(value: Any) -> str:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, Mapping):
-        return show_value(value)
-    return json.dumps(value, separators=(",", ":")) if isinstance(value, list | tuple | bool) or value is None \
-        else str(value)
-
-
-def slug(text: str) -> str:
-    s = re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.")
-    return (s or "point")[:48]
-
-
-def _axis_values(section: str, key: str, values: list[Any] | dict[str, Any]) -> list[tuple[str, str | None, Any]]:
-    """(where, label or None, value) of one axis."""
-    if isinstance(values, dict):
-        return [(f"{section}.{key}.{label}", str(label), v) for label, v in values.items()]
-    return [(f"{section}.{key}[{i}]", None, v) for i, v in enumerate(values)]
-
-
-def expand_points(sweep: SweepConfig) -> list[Point]:
-    """Every point of ``grid`` x ``zip`` in order (first grid axis slowest, the zip last); one point without axes."""
-    axes: list[list[AxisValue]] = []
-    for key, values in sweep.grid.items():
-        axes.append([AxisValue(where, {key: v}, label if label is not None else show_value(v), {key: show_value(v)})
-                     for where, label, v in _axis_values("grid", key, values)])
-    if sweep.zip:
-        columns = {key: _axis_values("zip", key, values) for key, values in sweep.zip.items()}
-        steps = []
-        for i in range(len(next(iter(columns.values())))):
-            row = {key: col[i] for key, col in columns.items()}
-            labels = [lab for _, lab, _ in row.values() if lab is not None]
-            values = {key: v for key, (_, _, v) in row.items()}
-            shown = {key: show_value(v) for key, v in values.items()}
-            where = ", ".join(w for w, _, _ in row.values())
-            steps.append(AxisValue(where, values, labels[0] if labels else ", ".join(shown.values()), shown))
-        axes.append(steps)
-    points = []
-    for i, combo in enumerate(itertools.product(*axes)):
-        label = " / ".join(c.label for c in combo) if combo else "base"
-        points.append(Point(i, label, tuple(combo)))
-    return points
-
-
-def _override_text(key: str, value: Any) -> str:
-    return f"{key}={yaml.safe_dump(value, default_flow_style=True, width=1 << 20)}"
-
-
-def resolve_tree(base: Mapping[str, Any], updates: Mapping[str, Any]) -> dict[str, Any]:
-    """``base`` with each dotted ``key: value`` merged in order, by the config loader's rules (a value with another
-    ``type`` replaces the whole component mapping)."""
-    return apply_overrides(dict(base), [_override_text(k, v) for k, v in updates.items()])
-
-
 def fingerprint(cfg: ExperimentConfig) -> str:
     """Hash of the fully resolved config (see module docstring)."""
     data = cfg.model_dump(mode="json")
@@ -191,66 +81,82 @@ def _origin(problem: str, point: Point, sweep: SweepConfig) -> str:
     return ""
 
 
-def plan_study(path: str | Path, registries: Registries, output_dir: str | Path | None = None,
-               validate: bool = True) -> StudyPlan:
-    """Expand the sweep file ``path`` into runs; with ``validate``, check every point as ``mmfw train`` does.
-
-    Raises one :class:`ConfigError` listing every problem of every point (``point 3 (resampler): yaml.path: ...``).
-    """
-    from mmfw.training.validate import validate_experiment
-
-    path = Path(path)
-    sweep = load_sweep(path)
-    study_dir = Path(output_dir or sweep.output_dir or default_output_dir(path))
+def _base_tree(path: Path, sweep: SweepConfig) -> dict[str, Any]:
     base_path = path.parent / sweep.base
     if not base_path.is_file():
         raise ConfigError([f"base: file not found: {base_path}"], source=str(path))
     try:
-        base = resolve_tree(load_yaml_tree(base_path), sweep.set)
+        return resolve_tree(load_yaml_tree(base_path), sweep.set)
     except ConfigError as e:
         raise ConfigError([f"base ({base_path}): {p}" for p in e.problems], source=str(path)) from None
+
+
+def plan_study(path: str | Path, registries: Registries, output_dir: str | Path | None = None,
+               validate: bool = True) -> StudyPlan:
+    """Expand the sweep file ``path`` into runs; with ``validate``, check every point as ``mmfw train`` does.
+
+    A point whose runs are all done (found by fingerprint, with their ``metrics.json``) is not validated again: its
+    config is the one that trained. Raises one :class:`ConfigError` listing every problem of every point
+    (``point 3 (resampler): yaml.path: ...``).
+    """
+    path = Path(path)
+    sweep = load_sweep(path)
+    study_dir = Path(output_dir or sweep.output_dir or default_output_dir(path))
+    base = _base_tree(path, sweep)
     points = expand_points(sweep)
     plan = StudyPlan(sweep, path, study_dir, [*sweep.grid, *sweep.zip], points)
     problems: list[str] = []
-    seen: dict[str, str] = {}
-    existing = _existing_runs(study_dir / RUNS_DIR)
     unknown = sorted(set(sweep.optional) - {p.label for p in points})
     if unknown:
         problems.append(f"optional: {unknown} are not point labels ({[p.label for p in points]})")
+    seen: dict[str, str] = {}
+    existing = _existing_runs(study_dir / RUNS_DIR)
     for point in points:
-        tree = resolve_tree(base, point.overrides)
+        runs, found = _point_runs(point, resolve_tree(base, point.overrides), plan, registries, seen, existing)
+        if validate and not found and runs and not all(_done(r.run_dir) for r in runs):
+            found = _validate(runs[0], registries)  # the seed changes nothing that validation looks at
         prefix = f"point {point.index} ({point.label})"
-        found_before = len(problems)
-        runs_before = len(plan.runs)
-        for j, seed in enumerate(sweep.seeds):
-            run_tree = {**tree, "seed": seed, "output_dir": "__pending__",
-                        "name": f"{tree.get('name', 'experiment')}-{slug(point.label)}-s{seed}"}
-            try:
-                cfg = load_config_dict(run_tree, registries)
-            except ConfigError as e:
-                problems.extend(_located(prefix, e.problems, point, sweep))
-                break
-            fp = fingerprint(cfg)
-            if fp in seen:
-                problems.append(f"{prefix}, seed {seed}: resolves to the same config as {seen[fp]}")
-                continue
-            seen[fp] = f"point {point.index} ({point.label}), seed {seed}"
-            run_dir = existing.get(fp) or study_dir / RUNS_DIR / f"{slug(point.label)}-s{seed}-{fp}"
-            cfg = cfg.model_copy(update={"output_dir": str(run_dir)})
-            if validate and j == 0:  # the seed changes nothing that validation looks at
-                found = validate_experiment(cfg, registries)
-                if found:
-                    problems.extend(_located(prefix, found, point, sweep))
-                    break
-            plan.runs.append(Run(point, seed, cfg, fp, run_dir))
-        if point.label in sweep.optional and len(problems) > found_before:
-            plan.skipped.append((point, problems[found_before].removeprefix(prefix + ": ")))
-            del problems[found_before:]
-            del plan.runs[runs_before:]
+        found = _located(prefix, found, point, sweep)
+        if found and point.label in sweep.optional:
+            plan.skipped.append((point, found[0].removeprefix(prefix + ": ")))
+        elif found:
+            problems.extend(found)
+        else:
+            plan.runs.extend(runs)
     problems.extend(shared_data_conflicts(plan.runs))
     if problems:
         raise ConfigError(problems, source=str(path))
     return plan
+
+
+def _point_runs(point: Point, tree: dict[str, Any], plan: StudyPlan, registries: Registries, seen: dict[str, str],
+                existing: dict[str, Path]) -> tuple[list[Run], list[str]]:
+    """The runs of one point, one per seed, and the problems of their configs (unlocated)."""
+    runs: list[Run] = []
+    for seed in plan.sweep.seeds:
+        run_tree = {**tree, "seed": seed, "output_dir": "__pending__",
+                    "name": f"{tree.get('name', 'experiment')}-{slug(point.label)}-s{seed}"}
+        try:
+            cfg = load_config_dict(run_tree, registries)
+        except ConfigError as e:
+            return runs, list(e.problems)
+        fp = fingerprint(cfg)
+        if fp in seen:
+            return runs, [f"seed {seed}: resolves to the same config as {seen[fp]}"]
+        seen[fp] = f"point {point.index} ({point.label}), seed {seed}"
+        run_dir = existing.get(fp) or plan.study_dir / RUNS_DIR / f"{slug(point.label)}-s{seed}-{fp}"
+        runs.append(Run(point, seed, cfg.model_copy(update={"output_dir": str(run_dir)}), fp, run_dir))
+    return runs, []
+
+
+def _validate(run: Run, registries: Registries) -> list[str]:
+    from mmfw.training.validate import validate_experiment  # torch and transformers: only when a point is checked
+
+    return list(validate_experiment(run.config, registries))
+
+
+def _done(run_dir: Path) -> bool:
+    return (run_dir / FINAL_METRICS).is_file()
 
 
 def _located(prefix: str, problems: Sequence[str], point: Point, sweep: SweepConfig) -> list[str]:

@@ -2,10 +2,10 @@
 executor, and write the results.
 
 Order of work (``mmfw sweep FILE``): every point is expanded and validated (:func:`mmfw.sweep.expand.plan_study`);
-the synthetic data and tokenizers the points ask for are generated here, once each, before any run starts (the runs
-then find them and write nothing there, so parallel runs never write the same files); each run directory gets its
-``point.yaml`` and ``sweep_run.json``; runs that are done are skipped, the others are trained by the executor
-(interrupted ones resume); the report is written at the end (also after failures).
+each run directory gets its ``point.yaml`` and ``sweep_run.json``; the synthetic data and tokenizers the runs still
+to train ask for are generated here, once each, before any run starts (the runs then find them and write nothing
+there, so parallel runs never write the same files); runs that are done are skipped, the others are trained by the
+executor (interrupted ones resume); the report is written at the end (also after failures).
 """
 
 from __future__ import annotations
@@ -122,17 +122,17 @@ def run_study(plan: StudyPlan, executor: SweepExecutor, registries: Registries, 
               ) -> dict[str, str]:
     """Train every run of ``plan`` that is not done; returns run name -> status afterwards."""
     write_study(plan)
-    prepare_shared_data(plan.runs)
+    statuses = {r.name: run_status(r.run_dir) for r in plan.runs}
+    pending = [r for r in plan.runs if statuses[r.name] not in ("done", "running")]
+    if pending:  # a finished study needs no data (and its runs' model facts are recorded)
+        prepare_shared_data(pending)
     record_model_facts(plan, registries)
     by_dir = {str(r.run_dir.resolve()): r for r in plan.runs}
-    todo: list[RunJob] = []
-    for run in plan.runs:
-        status = run_status(run.run_dir)
-        if status in ("done", "running"):
-            if on_event is not None:
-                on_event("skip-" + status, run, None)
-            continue
-        todo.append(RunJob(run_dir=str(run.run_dir.resolve()), cwd=os.getcwd(), threads=threads))
+    if on_event is not None:
+        for run in plan.runs:
+            if statuses[run.name] in ("done", "running"):
+                on_event("skip-" + statuses[run.name], run, None)
+    todo = [RunJob(run_dir=str(r.run_dir.resolve()), cwd=os.getcwd(), threads=threads) for r in pending]
 
     def on_outcome(job: RunJob, outcome: RunOutcome) -> bool:
         run = by_dir[job.run_dir]

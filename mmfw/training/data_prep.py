@@ -31,7 +31,8 @@ def prepare_data(cfg: DataConfig) -> None:
         s = cfg.synthetic
         ensure_synthetic_vqa(s.out_dir, num_train=s.num_train, num_eval=s.num_eval, image_size=s.image_size,
                              seed=s.seed, tasks=s.tasks, extra_train_questions=s.extra_train_questions,
-                             train_task_weights=s.train_task_weights, width=s.width, shape_scale=s.shape_scale)
+                             train_task_weights=s.train_task_weights, width=s.width, shape_scale=s.shape_scale,
+                             max_count=s.max_count)
     if cfg.build_tokenizer is not None:
         out = Path(cfg.build_tokenizer.out_dir)
         if not (out / "tokenizer_config.json").exists():

@@ -313,6 +313,21 @@ def test_task_subset_and_image_size(tmp_path: Path) -> None:
         assert _components(_split(arr)[1]) == int(_answer(rec))
 
 
+def test_count_of_many_small_shapes(tmp_path: Path) -> None:
+    paths = generate_synthetic_vqa(tmp_path, num_train=36, num_eval=4, seed=1, tasks=("count",), max_count=9)
+    records = _load(paths.train)
+    assert Counter(_answer(r) for r in records) == Counter({str(c): 4 for c in range(1, 10)})
+    cell = 64 // 3
+    for rec in records:
+        mask = _split(_image(paths, rec))[1]
+        assert _components(mask) == int(_answer(rec)), rec["id"]  # separate shapes, one per grid cell
+        cells = [mask[y * cell:(y + 1) * cell, x * cell:(x + 1) * cell].any() for y in range(3) for x in range(3)]
+        assert sum(cells) == int(_answer(rec)), rec["id"]
+    assert json.loads((paths.root / "synth_meta.json").read_text())["max_count"] == 9
+    with pytest.raises(ValueError, match="max_count"):
+        generate_synthetic_vqa(tmp_path, 2, 2, max_count=10)
+
+
 def test_regeneration_removes_stale_images(tmp_path: Path) -> None:
     generate_synthetic_vqa(tmp_path, num_train=12, num_eval=6, seed=0)
     paths = generate_synthetic_vqa(tmp_path, num_train=5, num_eval=2, seed=0)
@@ -343,7 +358,7 @@ def test_ensure_is_idempotent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
         calls.append((args, kwargs))
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(synth, "generate_synthetic_vqa", counting)
+    monkeypatch.setattr(synth.dataset, "generate_synthetic_vqa", counting)
     out = tmp_path / "ds"
     first = ensure_synthetic_vqa(out, num_train=10, num_eval=4, seed=2)
     assert len(calls) == 1

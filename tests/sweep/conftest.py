@@ -14,18 +14,18 @@ from tests.conftest import TINY_MODEL
 
 
 def tiny_base(data_dir: Path) -> dict[str, Any]:
-    """A tiny CLIP + MLP + Llama experiment trained 6 steps (checkpoint at step 3) on 64 generated samples."""
+    """A tiny CLIP + MLP + Llama experiment trained 4 steps (checkpoint at step 2) on 32 generated samples."""
     model = copy.deepcopy(TINY_MODEL)
     model["llm"]["tokenizer"] = str(data_dir / "tokenizer")
     return {
         "name": "tiny", "seed": 0, "output_dir": "runs/unused", "model": model,
-        "data": {"synthetic": {"out_dir": str(data_dir / "synth"), "num_train": 64, "num_eval": 12,
+        "data": {"synthetic": {"out_dir": str(data_dir / "synth"), "num_train": 32, "num_eval": 6,
                                "image_size": 32, "seed": 0},
                  "build_tokenizer": {"out_dir": str(data_dir / "tokenizer"), "vocab_size": 300},
                  "train": [{"path": str(data_dir / "synth" / "train.json")}],
                  "eval": [{"path": str(data_dir / "synth" / "eval.json")}], "max_length": 96},
-        "training": {"max_steps": 6, "batch_size": 8, "learning_rate": 3e-3, "warmup_ratio": 0.0, "log_every": 1,
-                     "save_every": 3, "max_new_tokens": 3, "trackers": []},
+        "training": {"max_steps": 4, "batch_size": 8, "learning_rate": 3e-3, "warmup_ratio": 0.0, "log_every": 1,
+                     "save_every": 2, "max_new_tokens": 2, "trackers": []},
     }
 
 

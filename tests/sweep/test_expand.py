@@ -156,7 +156,7 @@ def test_points_writing_other_data_into_one_directory_are_an_error(tmp_path: Pat
 
 def test_points_that_resolve_to_the_same_config_are_an_error(tmp_path: Path, base_file: Path, registries) -> None:
     sweep = write_sweep(tmp_path, {"base": base_file.name, "grid": {"model.connector.depth": [2, 2.0]}})
-    with pytest.raises(ConfigError, match=r"point 1 \(2.0\), seed 0: resolves to the same config as point 0"):
+    with pytest.raises(ConfigError, match=r"point 1 \(2.0\): seed 0: resolves to the same config as point 0"):
         plan_study(sweep, registries)
 
 

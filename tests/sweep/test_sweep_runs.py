@@ -1,4 +1,4 @@
-"""Studies that train (tiny: 6 steps per run): shared data prepared once, skip of finished runs, exact resume of an
+"""Studies that train (tiny: 4 steps per run): shared data prepared once, skip of finished runs, exact resume of an
 interrupted one, failure recording and ``--fail-fast``, and the same table from ``--parallel 2``, submitit's local
 executor and a local Ray."""
 
@@ -27,11 +27,12 @@ def table(study: Path) -> list[dict[str, str]]:
     return [{k: v for k, v in r.items() if k not in VOLATILE} for r in rows]
 
 
-def sweep_body(base: Path, study: Path, **extra) -> dict:
+CONNECTORS = {"mlp": {"type": "mlp"}, "resampler": {"type": "resampler", "num_queries": 4}}
+
+
+def sweep_body(base: Path, study: Path, points: tuple[str, ...] = tuple(CONNECTORS), **extra) -> dict:
     return {"base": str(base), "output_dir": str(study),
-            "grid": {"model.connector": {"mlp": {"type": "mlp"}, "resampler": {"type": "resampler",
-                                                                               "num_queries": 4}}},
-            "seeds": [0], **extra}
+            "grid": {"model.connector": {p: CONNECTORS[p] for p in points}}, "seeds": [0], **extra}
 
 
 @pytest.fixture(scope="module")
@@ -81,9 +82,9 @@ def test_second_run_trains_nothing_and_an_interrupted_run_resumes(sequential: di
     out = capsys.readouterr().out
     assert out.count("(not trained again)") == 2
     assert {d: (d / "outcome.json").stat().st_mtime_ns for d in runs} == stamps
-    # make the resampler run look killed after its step-3 checkpoint: no final model, no metrics.json
+    # make the resampler run look killed after its step-2 checkpoint: no final model, no metrics.json
     victim = runs[1]
-    assert (victim / "checkpoints" / "step-3").is_dir()
+    assert (victim / "checkpoints" / "step-2").is_dir()
     shutil.rmtree(victim / "model")
     (victim / "metrics.json").unlink()
     (victim / "outcome.json").unlink()
@@ -104,10 +105,10 @@ def test_parallel_runs_give_the_same_table(sequential: dict) -> None:
 def test_slurm_executor_through_submitit_gives_the_same_table(sequential: dict) -> None:
     pytest.importorskip("submitit")
     study = sequential["root"] / "slurm"
-    sweep = write_sweep(sequential["root"], sweep_body(sequential["base"], study, executor={
-        "type": "slurm", "cluster": "local", "poll_s": 0.5, "timeout_min": 10}), "slurm.yaml")
-    assert main(["sweep", str(sweep), "--parallel", "2", "--threads", "1"]) == 0
-    assert table(study) == sequential["table"]
+    sweep = write_sweep(sequential["root"], sweep_body(sequential["base"], study, ("mlp",), executor={
+        "type": "slurm", "cluster": "local", "poll_s": 0.2, "timeout_min": 10}), "slurm.yaml")
+    assert main(["sweep", str(sweep), "--threads", "1"]) == 0
+    assert table(study) == sequential["table"][:1]  # one run is enough to tell a different result
     assert list((study / "submitit").glob("*_log.out"))  # the jobs went through submitit
 
 
@@ -117,6 +118,7 @@ def test_failed_runs_are_recorded_and_fail_fast_stops(sequential: dict, capsys) 
     bad.write_text("this is not JSON")
     study = root / "failing"
     sweep = write_sweep(root, {"base": str(sequential["base"]), "output_dir": str(study), "seeds": [0],
+                               "set": {"training.max_steps": 1, "training.save_every": 1},
                                "grid": {"data.eval": {"broken": [{"path": str(bad)}], "fine": []}}}, "failing.yaml")
     assert main(["sweep", str(sweep), "--threads", "1", "--fail-fast"]) == 1
     runs = {d.name.split("-s0-")[0]: d for d in (study / "runs").iterdir()}
@@ -141,10 +143,10 @@ def test_ray_executor_gives_the_same_table(sequential: dict, monkeypatch: pytest
     temp = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))  # short: Ray's socket paths must stay short
     try:
         study = sequential["root"] / "ray"
-        sweep = write_sweep(sequential["root"], sweep_body(sequential["base"], study, executor={
+        sweep = write_sweep(sequential["root"], sweep_body(sequential["base"], study, ("mlp",), executor={
             "type": "ray", "temp_dir": str(temp)}), "ray.yaml")
-        assert main(["sweep", str(sweep), "--executor", "ray", "--parallel", "2", "--threads", "1"]) == 0
-        assert table(study) == sequential["table"]
+        assert main(["sweep", str(sweep), "--executor", "ray", "--threads", "1"]) == 0
+        assert table(study) == sequential["table"][:1]
         import ray
 
         assert not ray.is_initialized()  # shut down by the executor that started it
