@@ -25,8 +25,7 @@ def _fresh_inputs(pipe: Any, chat: Any, messages: list[dict], image: Image.Image
     x = pipe.model.image_strategy.preprocess(image)
     ids = chat.prompt_ids(messages)
     batch = pipe.collator([{"input_ids": torch.tensor(ids), "labels": torch.full((len(ids),), -100), "images": [x]}])
-    return {k: batch[k] for k in ("input_ids", "attention_mask", "pixel_values", "image_sizes", "num_tiles")
-            if batch.get(k) is not None}
+    return batch.model_inputs()
 
 
 def measure(vlm: Any, tok: Any, cfg: Any, hf: Any, image: Image.Image, new_tokens: int, repeats: int) -> dict:
