@@ -100,7 +100,7 @@ def _hub_cached(repo: str) -> bool:
     return False
 
 
-def hub_problem(repo: str) -> str | None:
+def hub_problem(repo: str, ask_hub: bool = True) -> str | None:
     """Why the uncached hub id ``repo`` cannot be downloaded now, or None (online and the repository exists, or the
     hub refuses only for a reason the download reports better, e.g. a gated repository)."""
     not_cached = f"{repo!r} is not in the local Hugging Face cache"
@@ -108,6 +108,8 @@ def hub_problem(repo: str) -> str | None:
            "directory")
     if hub_offline():
         return f"{not_cached} and the hub is offline (HF_HUB_OFFLINE=1); {how}"
+    if not ask_hub:  # a command that reads only the config (mmfw inspect)
+        return None
     try:
         from huggingface_hub import constants, model_info
         from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
@@ -127,7 +129,7 @@ def hub_problem(repo: str) -> str | None:
     return None
 
 
-def check_local_sources(ctx: Any) -> Iterator[str]:
+def check_local_sources(ctx: Any, ask_hub: bool = True) -> Iterator[str]:
     """Local ``pretrained`` / ``tokenizer`` directories (:meth:`ComponentConfig.sources`) hold what they must; hub
     ids are cached or can be downloaded now (:func:`hub_problem`, asked once per id)."""
     from mmfw.config.validate import _is_hub_id
@@ -151,7 +153,7 @@ def check_local_sources(ctx: Any) -> Iterator[str]:
                     yield f"{where}: {problem}"
             elif _is_hub_id(value) and not _hub_cached(value):
                 if value not in hub:
-                    hub[value] = hub_problem(value)
+                    hub[value] = hub_problem(value, ask_hub)
                 if hub[value]:
                     yield f"{where}: {hub[value]}"
 
