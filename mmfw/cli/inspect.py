@@ -35,6 +35,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def _check_model(cfg: ExperimentConfig, config_path: str) -> None:
     """The model's own checks (sources on disk, LLM architecture) and the tokenizer being there."""
+    import functools
+
     from mmfw.components import default_registries
     from mmfw.config import ConfigError
     from mmfw.config.input_checks import check_llm_architecture, check_local_sources
@@ -42,7 +44,8 @@ def _check_model(cfg: ExperimentConfig, config_path: str) -> None:
     from mmfw.training.validate import ValidationContext
 
     ctx = ValidationContext(cfg, default_registries())
-    problems = [p for check in (check_model_sources, check_local_sources, check_llm_architecture) for p in check(ctx)]
+    local = functools.partial(check_local_sources, ask_hub=False)  # inspect downloads nothing
+    problems = [p for check in (check_model_sources, local, check_llm_architecture) for p in check(ctx)]
     if problems:
         raise ConfigError(problems, source=config_path)
     tokenizer = getattr(cfg.model.llm, "tokenizer", None)

@@ -5,7 +5,9 @@
 * a local ``tokenizer`` is a directory holding a tokenizer; a local ``pretrained`` is a directory holding a
   transformers ``config.json`` and safetensors weights (a directory with only pickle checkpoints is refused: mmfw
   never unpickles), and a config that needs remote code (``auto_map``) says how to allow it;
-* a hub id that is not in the local cache while the hub is offline (``HF_HUB_OFFLINE=1``) is named;
+* a hub id that is not in the local cache is named when the hub is offline (``HF_HUB_OFFLINE=1``), cannot be
+  reached (one request with huggingface_hub's ``HF_HUB_ETAG_TIMEOUT``, no retries: a machine without network learns
+  it in seconds, not after the download's retry loop) or has no such repository;
 * the LLM's ``architecture`` is one its transformers config class accepts (``architecture.extra`` keys), and one
   image becomes at least one token.
 
@@ -98,11 +100,41 @@ def _hub_cached(repo: str) -> bool:
     return False
 
 
-def check_local_sources(ctx: Any) -> Iterator[str]:
+def hub_problem(repo: str, ask_hub: bool = True) -> str | None:
+    """Why the uncached hub id ``repo`` cannot be downloaded now, or None (online and the repository exists, or the
+    hub refuses only for a reason the download reports better, e.g. a gated repository)."""
+    not_cached = f"{repo!r} is not in the local Hugging Face cache"
+    how = (f"download it first (hf download {repo}, on a machine with network, into HF_HOME) or name a local "
+           "directory")
+    if hub_offline():
+        return f"{not_cached} and the hub is offline (HF_HUB_OFFLINE=1); {how}"
+    if not ask_hub:  # a command that reads only the config (mmfw inspect)
+        return None
+    try:
+        from huggingface_hub import constants, model_info
+        from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
+    except ImportError:  # pragma: no cover - transformers depends on it
+        return None
+    try:
+        model_info(repo, timeout=constants.HF_HUB_ETAG_TIMEOUT)
+    except RepositoryNotFoundError:
+        return (f"{not_cached} and the hub ({constants.ENDPOINT}) has no such repository (or it is private: log in "
+                f"with hf auth login); check the id or {how}")
+    except HfHubHTTPError as e:  # gated, rate-limited...: the download says why
+        logger.debug("the hub answered for %s: %s", repo, e)
+        return None
+    except Exception as e:  # noqa: BLE001 - no network: DNS, connection refused, timeout, offline mode
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        return f"{not_cached} and the hub ({constants.ENDPOINT}) cannot be reached ({first}); {how}"
+    return None
+
+
+def check_local_sources(ctx: Any, ask_hub: bool = True) -> Iterator[str]:
     """Local ``pretrained`` / ``tokenizer`` directories (:meth:`ComponentConfig.sources`) hold what they must; hub
-    ids are cached when the hub is offline."""
+    ids are cached or can be downloaded now (:func:`hub_problem`, asked once per id)."""
     from mmfw.config.validate import _is_hub_id
 
+    hub: dict[str, str | None] = {}
     for comp, cfg in ctx.cfg.model.components().items():
         trust = bool(getattr(cfg, "trust_remote_code", False))
         for key, value in cfg.sources().items():
@@ -119,9 +151,11 @@ def check_local_sources(ctx: Any) -> Iterator[str]:
                     problem = None if path.is_dir() else f"{path} is a file, not a model directory"
                 if problem:
                     yield f"{where}: {problem}"
-            elif _is_hub_id(value) and hub_offline() and not _hub_cached(value):
-                yield (f"{where}: {value!r} is not in the local Hugging Face cache and the hub is offline "
-                       "(HF_HUB_OFFLINE=1); download it first (huggingface-cli download) or name a local directory")
+            elif _is_hub_id(value) and not _hub_cached(value):
+                if value not in hub:
+                    hub[value] = hub_problem(value, ask_hub)
+                if hub[value]:
+                    yield f"{where}: {hub[value]}"
 
 
 def check_llm_architecture(ctx: Any) -> Iterator[str]:
