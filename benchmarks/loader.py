@@ -58,7 +58,7 @@ def run(smoke: bool, repeats: int, ws: Any, regs: Any, sizes: Sizes, **_: Any) -
         it = iter(loader)
         next(it)  # the worker is up and has delivered its first batch
         start = time.perf_counter()
-        count = sum(b["input_ids"].shape[0] for b in it)
+        count = sum(b.rows for b in it)
         pass_times.append((time.perf_counter() - start, count))
 
     first = padded_batch([ds[i] for i in range(bs)], tok.pad_token_id, vlm.image_token_id)
