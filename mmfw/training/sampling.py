@@ -60,23 +60,31 @@ class ShuffledBatchSampler(_EpochSampler):
 
 class LengthGroupedBatchSampler(_EpochSampler):
     """Batches of similar length: shuffle, sort windows of ``mult * batch_size`` by length, cut into batches, shuffle
-    the batches (the longest batch first, so memory problems show up at step 1)."""
+    the batches (the longest batch first, so memory problems show up at step 1).
+
+    The last batch of each window may be smaller, and after the shuffle it can come anywhere: ``batch_size`` is
+    None so that Accelerate shards whole batches across processes (given a batch size, it drops every round of
+    batches whose last one is short, and with it samples of the epoch).
+    """
 
     def __init__(self, lengths: Sequence[int], batch_size: int, seed: int, mult: int = MEGABATCH_MULT) -> None:
         super().__init__(seed)
-        self.lengths, self.batch_size, self.mult = list(lengths), batch_size, mult
+        self.lengths, self.rows_per_batch, self.mult = list(lengths), batch_size, mult
+        self.batch_size = None  # batches differ in size (see the class docstring)
         self.drop_last = False
 
     def __len__(self) -> int:
-        return -(-len(self.lengths) // self.batch_size)
+        window = self.mult * self.rows_per_batch
+        n = len(self.lengths)
+        return sum(-(-min(window, n - w) // self.rows_per_batch) for w in range(0, n, window))
 
     def __iter__(self) -> Iterator[list[int]]:
         order = _permutation(len(self.lengths), self.seed, self.epoch)
-        window = self.mult * self.batch_size
+        window = self.mult * self.rows_per_batch
         batches: list[list[int]] = []
         for w in range(0, len(order), window):
             chunk = sorted(order[w:w + window], key=lambda i: -self.lengths[i])
-            batches += [chunk[i:i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
+            batches += [chunk[i:i + self.rows_per_batch] for i in range(0, len(chunk), self.rows_per_batch)]
         if not batches:
             return
         longest = max(range(len(batches)), key=lambda b: self.lengths[batches[b][0]])
