@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -52,10 +52,12 @@ class _PromptView(torch.utils.data.Dataset):
 
 @torch.no_grad()
 def evaluate_loss(model: VisionLanguageModel, dataset: LlavaDataset, collator: VLMCollator, batch_size: int,
-                  device: torch.device) -> float:
-    """Mean next-token loss over every supervised token of ``dataset``."""
+                  device: torch.device, should_stop: Callable[[], bool] | None = None) -> float:
+    """Mean next-token loss over every supervised token of ``dataset`` (raises :class:`EvaluationStopped` at the
+    first batch at which ``should_stop()`` is true)."""
     total, count = 0.0, 0
     for batch in DataLoader(dataset, batch_size=batch_size, collate_fn=collator):
+        _check_stop(should_stop)
         if batch.rows == 0:  # every sample of the batch was skipped (see mmfw.data.report)
             continue
         batch = batch.to(device)
@@ -87,7 +89,8 @@ def require_usable(dataset: LlavaDataset | Subset, name: str = "data.eval") -> N
 @torch.no_grad()
 def evaluate_accuracy(model: VisionLanguageModel, tokenizer: Any, dataset: LlavaDataset, batch_size: int,
                       max_new_tokens: int, device: torch.device,
-                      predictions: list[dict[str, Any]] | None = None) -> dict[str, float]:
+                      predictions: list[dict[str, Any]] | None = None,
+                      should_stop: Callable[[], bool] | None = None) -> dict[str, float]:
     """Exact match (after :func:`normalize_answer`) of greedy answers to each sample's last reply.
 
     Returns ``accuracy``, ``num_samples`` and ``accuracy/<task>`` for records that carry a ``task`` field. With a
@@ -98,6 +101,7 @@ def evaluate_accuracy(model: VisionLanguageModel, tokenizer: Any, dataset: Llava
     hits: dict[str, list[int]] = defaultdict(list)
     index = 0
     for batch, samples in loader:
+        _check_stop(should_stop)
         kept = [s for s in samples if not is_skipped(s)]
         texts: list[str] = []
         if kept:
@@ -125,24 +129,39 @@ def evaluate_accuracy(model: VisionLanguageModel, tokenizer: Any, dataset: Llava
 
 
 def evaluate_stage(acc: Any, model: Any, tokenizer: Any, data: Any, stage: Any, step: int, run_dir: Path,
-                   generate: bool) -> dict[str, float]:
+                   generate: bool, should_stop: Callable[[], bool] | None = None) -> dict[str, float]:
     """A training stage's evaluation on its eval set (``data``: a :class:`~mmfw.training.loader.StageData`):
-    ``eval/loss`` and, with ``generate``, ``eval/accuracy...``, whose predictions go to ``predictions.jsonl``."""
+    ``eval/loss`` and, with ``generate``, ``eval/accuracy...``, whose predictions go to ``predictions.jsonl``.
+    ``should_stop`` is asked before every batch: when it says so (SIGTERM, Ctrl-C), :class:`EvaluationStopped` ends
+    the evaluation at once, nothing of it written."""
     model = acc.unwrap_model(model)
     model.eval()
     t = stage.training
     bs = t.eval_batch_size or t.batch_size
     metrics: dict[str, float] = {}
-    with acc.autocast():
-        metrics["eval/loss"] = evaluate_loss(model, data.eval_set, data.collator, bs, acc.device)
-        if generate:
-            predictions: list[dict[str, Any]] = []
-            scores = evaluate_accuracy(model, tokenizer, data.eval_set, bs, t.max_new_tokens, acc.device, predictions)
-            metrics.update({f"eval/{k}": v for k, v in scores.items()})
-            write_predictions(run_dir / PREDICTIONS_FILE, predictions, step=step,
-                              **({} if stage.implicit else {"stage": stage.name}))
-    model.train()
+    try:
+        with acc.autocast():
+            metrics["eval/loss"] = evaluate_loss(model, data.eval_set, data.collator, bs, acc.device, should_stop)
+            if generate:
+                predictions: list[dict[str, Any]] = []
+                scores = evaluate_accuracy(model, tokenizer, data.eval_set, bs, t.max_new_tokens, acc.device,
+                                           predictions, should_stop)
+                metrics.update({f"eval/{k}": v for k, v in scores.items()})
+                write_predictions(run_dir / PREDICTIONS_FILE, predictions, step=step,
+                                  **({} if stage.implicit else {"stage": stage.name}))
+    finally:
+        model.train()
     return metrics
+
+
+class EvaluationStopped(Exception):
+    """An evaluation ended early because a stop (SIGTERM, Ctrl-C) was requested; the trainer then stops with a
+    checkpoint of the step (see :mod:`mmfw.training.signals`)."""
+
+
+def _check_stop(should_stop: Callable[[], bool] | None) -> None:
+    if should_stop is not None and should_stop():
+        raise EvaluationStopped
 
 
 def _task_of(dataset: LlavaDataset | Subset, index: int) -> str | None:

@@ -35,7 +35,7 @@ from mmfw.training.accelerator import (
     start_stage,
 )
 from mmfw.training.checkpoint import STATE_DIR, resume_checkpoint
-from mmfw.training.evaluate import evaluate_stage
+from mmfw.training.evaluate import EvaluationStopped, evaluate_stage
 from mmfw.training.feature_cache import EncoderFeatureCache
 from mmfw.training.loader import build_stage_loader, micro_batches
 from mmfw.training.metrics import MetricsLogger, ThroughputMeter
@@ -228,17 +228,25 @@ class Trainer:
 
     # -- evaluation, saving, stopping ----------------------------------------------------------------------------
     def evaluate(self, generate: bool) -> dict[str, float]:
-        """Eval loss (and, with ``generate``, exact-match accuracy) on the main process."""
+        """Eval loss (and, with ``generate``, exact-match accuracy) on the main process; a stop requested during it
+        (SIGTERM, Ctrl-C) ends it at the next batch and stops the run with a checkpoint of the step."""
         acc, metrics = self.accelerator, {}
         if self.eval_set is not None and acc.is_main_process:
-            metrics = evaluate_stage(acc, self.model, self.tokenizer, self.data, self.stage, self.state.global_step,
-                                     self.run_dir, generate)
-            self.metrics.log(metrics)
-            logger.info("stage %r step %d: %s", self.stage.name, self.state.global_step,
-                        {k: round(v, 4) for k, v in metrics.items()})
-            if self.hooks is not None:
-                self.hooks.mmfw_evaluation_end(metrics=metrics, step=self.state.global_step, run_dir=self.run_dir)
+            try:
+                metrics = evaluate_stage(acc, self.model, self.tokenizer, self.data, self.stage,
+                                         self.state.global_step, self.run_dir, generate,
+                                         should_stop=lambda: self.stop is not None and self.stop.requested)
+            except EvaluationStopped:
+                logger.warning("evaluation at step %d stopped by %s", self.state.global_step, self.stop.signal)
+            else:
+                self.metrics.log(metrics)
+                logger.info("stage %r step %d: %s", self.stage.name, self.state.global_step,
+                            {k: round(v, 4) for k, v in metrics.items()})
+                if self.hooks is not None:
+                    self.hooks.mmfw_evaluation_end(metrics=metrics, step=self.state.global_step, run_dir=self.run_dir)
         acc.wait_for_everyone()
+        if self.stop is not None and self.eval_set is not None and self._stop_requested():  # all processes agree
+            self._interrupt()
         return metrics
 
     def save_checkpoint(self) -> Path | None:
