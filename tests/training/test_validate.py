@@ -57,10 +57,19 @@ def test_paths_the_run_generates_are_not_required(tiny_experiment: dict, registr
         f"data.train[0].path: file not found: {tmp_path / 'elsewhere.json'}"]
 
 
-def test_hub_ids_are_not_looked_up(tiny_experiment: dict, registries) -> None:
+def test_hub_ids_are_not_downloaded(tiny_experiment: dict, registries, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Validation builds on the meta device: an uncached hub id the hub knows is fine (it is not downloaded), one
+    the hub cannot give is a located problem (see tests/cli/test_catalogue_commands.py for the offline cases)."""
+    import huggingface_hub
+
+    asked = []
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    monkeypatch.setattr(huggingface_hub, "model_info", lambda repo, **kw: asked.append(repo))
     exp = copy.deepcopy(tiny_experiment)
     exp["model"]["llm"]["tokenizer"] = "some-org/some-tokenizer"
     assert validate_experiment(load_config_dict(exp, registries), registries) == []
+    assert asked == ["some-org/some-tokenizer"]  # asked once whether it exists, nothing fetched
 
 
 def test_extra_checks_can_use_the_llm_built_on_meta(tiny_experiment: dict, registries) -> None:
