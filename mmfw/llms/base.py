@@ -21,6 +21,7 @@ from mmfw.config.input_checks import load_located
 from mmfw.contract import ComponentContract
 from mmfw.errors import ConfigError, ExportError, TokenizerRequiredError
 from mmfw.interop import HFLlavaPart
+from mmfw.llms.attention import register_varlen_attention
 from mmfw.specs import DType, LLMGeometry, torch_dtype
 
 if TYPE_CHECKING:
@@ -70,7 +71,10 @@ class HFCausalLMConfig(LLMConfig):
     chat_template: str | None = None
     """Jinja chat template overriding the tokenizer's own."""
     dtype: DType = "float32"
-    attn_implementation: Literal["eager", "sdpa", "flash_attention_2"] = "sdpa"
+    attn_implementation: Literal["eager", "sdpa", "sdpa_varlen", "flash_attention_2"] = "sdpa_varlen"
+    """``sdpa_varlen`` (the default): ``sdpa`` that attends within each sample of a packed row only, instead of over
+    the whole row under a block-diagonal mask (:mod:`mmfw.llms.attention`); padded batches and generation run plain
+    ``sdpa``. Exported checkpoints name no attention implementation (transformers picks its default)."""
     gradient_checkpointing: bool = False
     trust_remote_code: bool = False
     extra_special_tokens: tuple[str, ...] = ()
@@ -186,6 +190,7 @@ class HFCausalLM(LanguageModel):
         super().__init__()
         self.cfg = cfg
         dtype = torch_dtype(cfg.dtype)
+        register_varlen_attention()
         if cfg.pretrained is not None:
             self.model = load_located(
                 "model.llm.pretrained", cfg.pretrained, self.hf_model_class.from_pretrained, cfg.pretrained,
