@@ -4,7 +4,9 @@ For each size (records share three images, so generating them is cheap) the reco
 converted with ``mmfw data convert`` to WebDataset shards and a Hugging Face directory. A fresh child process per
 (source, size) then trains one step of a tiny model with length grouping (the JSON path computes every sample's
 length first, :func:`mmfw.training.sampling.sample_lengths`; the streams sort windows of samples as they come):
-the time from config load to the first batch of step 1, and the child's peak RSS. ``python -m benchmarks.stream_startup --sizes 20000 200000 2000000``.
+the time from config load to the first batch of step 1, and the child's peak RSS.
+``python -m benchmarks.stream_startup --sizes 20000 200000 2000000``; ``--smoke`` only checks that every source
+starts (32 records, one run each, all in one child process, so its peak RSS is that of the runs so far).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 SOURCES = ("json", "webdataset", "hf")
+SMOKE_RECORDS = 32
 
 
 def write_records(path: Path, n: int) -> None:
@@ -39,7 +42,7 @@ def write_records(path: Path, n: int) -> None:
 def prepare(root: Path, n: int, sources: tuple[str, ...]) -> dict[str, dict[str, Any]]:
     from mmfw.data.convert import convert_to_hf, convert_to_webdataset
 
-    d = root / str(n)
+    d = root.resolve() / str(n)  # absolute: the child runs in the repository root
     jsonl = d / "train.jsonl"
     if not jsonl.exists():
         write_records(jsonl, n)
@@ -54,36 +57,51 @@ def prepare(root: Path, n: int, sources: tuple[str, ...]) -> dict[str, dict[str,
     return specs
 
 
-def child(spec: dict[str, Any], tok_dir: str, out_dir: str) -> dict[str, float]:
-    """Train one step of a tiny model on ``spec``; the time from config load to the first batch of step 1."""
+def child(specs: dict[str, dict[str, Any]], tok_dir: str, work: Path) -> dict[str, dict[str, float]]:
+    """Train one step of a tiny model on each of ``specs`` (source -> dataset spec), in turn: per source, the time
+    from config load to the first batch of step 1 and the process's peak RSS so far."""
     import torch
 
+    import mmfw.training.trainer as trainer_module
     from benchmarks.common import Sizes, model_dict, registries
     from mmfw.config import load_config_dict
-    from mmfw.training.trainer import Trainer
 
     torch.set_num_threads(1)
     regs = registries()
     sizes = Sizes(image_size=28, vision_hidden=32, vision_layers=1, llm_hidden=32, llm_layers=1)
-    exp = {"name": "stream-startup", "seed": 0, "output_dir": out_dir, "model": model_dict(Path(tok_dir), sizes),
-           "data": {"train": [spec], "max_length": 128},
-           "training": {"max_steps": 1, "batch_size": 8, "group_by_length": True, "log_every": 1,
-                        "trackers": [], "policy": {"vision_encoder": "full"}}}
     first: list[float] = []
-    original = Trainer._micro_batches
+    original = trainer_module.micro_batches
 
-    def timed(self: Trainer) -> Any:
-        for batch in original(self):
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        for batch in original(*args, **kwargs):
             if not first:
                 first.append(time.perf_counter())
             yield batch
 
-    Trainer._micro_batches = timed  # type: ignore[method-assign]
-    start = time.perf_counter()
-    cfg = load_config_dict(exp, regs)
-    Trainer(cfg, regs, progress=False, overwrite=True).train()
-    return {"startup_s": first[0] - start,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    trainer_module.micro_batches = timed  # type: ignore[assignment]
+    out = {}
+    for source, spec in specs.items():
+        exp = {"name": "stream-startup", "seed": 0, "output_dir": str(work / source / "run"),
+               "model": model_dict(Path(tok_dir), sizes), "data": {"train": [spec], "max_length": 128},
+               "training": {"max_steps": 1, "batch_size": 8, "group_by_length": True, "log_every": 1,
+                            "trackers": [], "policy": {"vision_encoder": "full"}}}
+        first.clear()
+        start = time.perf_counter()
+        cfg = load_config_dict(exp, regs)
+        trainer_module.Trainer(cfg, regs, progress=False, overwrite=True).train()
+        out[source] = {"startup_s": first[0] - start,
+                       "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    return out
+
+
+def run_children(specs: dict[str, dict[str, Any]], tok: Path, work: Path) -> dict[str, dict[str, float]]:
+    """:func:`child` in a fresh process."""
+    out = subprocess.run([sys.executable, "-m", "benchmarks.stream_startup", "--child", json.dumps(specs),
+                          "--tok", str(tok.resolve()), "--work", str(work.resolve())], capture_output=True, text=True,
+                         cwd=Path(__file__).resolve().parents[1])
+    if out.returncode:
+        raise RuntimeError(out.stderr[-2000:])
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def table(rows: list[dict[str, Any]]) -> str:
@@ -114,20 +132,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--json-max", type=int, default=200_000, help="largest size the JSON source is run at")
     p.add_argument("--work", type=Path, default=Path("build/stream-bench"))
     p.add_argument("--repeats", type=int, default=2, help="runs per (source, size), interleaved; the minimum is kept")
-    p.add_argument("--smoke", action="store_true", help="one tiny size, to check that it runs")
+    p.add_argument("--smoke", action="store_true",
+                   help="check that it runs: every source at 32 records, one repeat, all in one child process")
     p.add_argument("--out", type=Path, help="write the rows as JSON here")
     p.add_argument("--table", type=Path, metavar="RESULTS", help="print the table of saved results and stop")
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--tok", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
-        print(json.dumps(child(json.loads(args.child), args.tok, str(args.work / "run"))))
+        print(json.dumps(child(json.loads(args.child), args.tok, args.work)))
         return {}
     if args.table:
         print(table(json.loads(args.table.read_text())["rows"]))
         return {}
     if args.smoke:
-        args.sizes, args.sources = [64], ["json", "webdataset"]
+        args.sizes, args.repeats = [SMOKE_RECORDS], 1
     from benchmarks.common import machine
     from mmfw.data.tokenizer_train import train_tokenizer
 
@@ -140,20 +159,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         runs: dict[str, list[dict[str, float]]] = {}
         for r in range(args.repeats):
             order = args.sources if r % 2 == 0 else args.sources[::-1]
-            for source in order:
-                if source == "json" and n > args.json_max:
-                    continue
-                out = subprocess.run([sys.executable, "-m", "benchmarks.stream_startup", "--child",
-                                      json.dumps(specs[source]), "--tok", str(tok), "--work", str(args.work / source)],
-                                     capture_output=True, text=True)
-                if out.returncode:
-                    raise RuntimeError(out.stderr[-2000:])
-                runs.setdefault(source, []).append(json.loads(out.stdout.strip().splitlines()[-1]))
+            order = [s for s in order if s != "json" or n <= args.json_max]
+            # a fresh process per run (startup and peak memory of that source alone); the smoke run, which only
+            # checks that every source starts, runs them all in one
+            groups = [order] if args.smoke else [[s] for s in order]
+            for group in groups:
+                for source, got in run_children({s: specs[s] for s in group}, tok, args.work).items():
+                    runs.setdefault(source, []).append(got)
         for source, got in runs.items():
             rows.append({"source": source, "records": n, "runs": got})
             print(json.dumps(rows[-1]), flush=True)
     result = {"command": "python -m benchmarks.stream_startup " + " ".join(argv if argv is not None else sys.argv[1:]),
-              "machine": machine(), "rows": rows}
+              "smoke": args.smoke, "machine": machine(), "rows": rows}
     if args.out:
         args.out.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
     print(table(rows))

@@ -281,6 +281,13 @@ def _check_augment(where: str, training: TrainingConfig, data: DataConfig) -> No
                          "image; use one or the other")
 
 
+def _check_stream(prefix: str, training: TrainingConfig, data: DataConfig) -> None:
+    """What a streamed training set cannot follow, found when the config loads (not after the model is built)."""
+    if training.group_by_modality and data.train and data.train[0].streamed:
+        raise ValueError(f"{prefix}group_by_modality: not available for streamed datasets (data.train is "
+                         f"{data.train[0].kind}); use group_by_length or packing")
+
+
 @dataclass(frozen=True)
 class ResolvedStage:
     """A stage with its ``training`` and ``data`` sections fully resolved."""
@@ -325,6 +332,7 @@ class ExperimentConfig(StrictModel):
             if not self.training.has_length:
                 raise ValueError("training: set exactly one of max_steps and epochs")
             _check_augment("training", self.training, self.data)
+            _check_stream("training.", self.training, self.data)
             return [ResolvedStage(0, "train", self.training, self.data, implicit=True)]
         out = []
         for i, stage in enumerate(self.stages):
@@ -345,6 +353,7 @@ class ExperimentConfig(StrictModel):
                 if getattr(training, key) != getattr(self.training, key):
                     raise ValueError(f"{where}: {key} applies to the whole run; set it in training, not per stage")
             _check_augment(where, training, data)
+            _check_stream(f"{where}: ", training, data)
             out.append(ResolvedStage(i, stage.name, training, data))
         return out
 

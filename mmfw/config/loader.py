@@ -216,7 +216,8 @@ def load_config_dict(data: Mapping[str, Any], registries: Registries, source: st
     try:
         return cls.model_validate(data)
     except ValidationError as err:
-        problems = format_validation_error(err, data)
+        # the experiment's own checks (stages, cross-section rules) name their keys: no "<root>: " before them
+        problems = [p.removeprefix("<root>: ") for p in format_validation_error(err, data)]
         if any("unknown type" in p for p in problems):
             problems += _missing_component_hints(registries, source)
         raise ConfigError(problems, source=source) from None

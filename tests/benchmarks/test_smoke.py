@@ -63,6 +63,40 @@ def test_smoke_run_checks_every_comparison_and_renders(tmp_path: Path, restore_t
     assert merged["benchmarks"]["fusion"]["measured"]["command"] == merged["command"]  # measured again
 
 
+@pytest.mark.slow
+def test_stream_startup_smoke_starts_every_source(tmp_path: Path) -> None:
+    from benchmarks import stream_startup
+
+    out = tmp_path / "stream.json"
+    result = stream_startup.main(["--smoke", "--work", str(tmp_path / "work"), "--out", str(out)])
+    assert json.loads(out.read_text()) == result
+    assert result.keys() == {"command", "smoke", "machine", "rows"} and result["smoke"] is True
+    assert result["command"].startswith("python -m benchmarks.stream_startup --smoke")
+    rows = {row["source"]: row for row in result["rows"]}
+    assert rows.keys() == set(stream_startup.SOURCES)  # every source trained its first step
+    for row in rows.values():
+        assert row["records"] == stream_startup.SMOKE_RECORDS
+        run, = row["runs"]  # one repeat
+        assert run.keys() == {"startup_s", "peak_rss_mb"}
+        assert 0 < run["startup_s"] < 120 and 100 < run["peak_rss_mb"] < 100_000
+    for source in stream_startup.SOURCES:  # one step trained and the model written by each
+        assert (tmp_path / "work" / source / "run" / "model" / "model.safetensors").is_file()
+    index = json.loads((tmp_path / "work" / "32" / "wds" / "index.json").read_text())
+    assert sum(index["shards"].values()) == stream_startup.SMOKE_RECORDS
+    table = stream_startup.table(result["rows"])
+    assert all(f"| {name} | " in table for name in ("json (cold)", "webdataset", "hf"))
+
+
+def test_benchmarks_import_nothing_from_tests() -> None:
+    import ast
+
+    for path in Path(__file__).resolve().parents[2].joinpath("benchmarks").glob("*.py"):
+        tree = ast.parse(path.read_text(), str(path))
+        names = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+        names += [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+        assert not [m for m in names if m == "tests" or m.startswith("tests.")], path
+
+
 def test_fusion_implementations_agree_with_several_images_per_row() -> None:
     embeds, ids, features = inputs(batch=3, patches=4, dim=8)
     ids[1, 20:24] = IMAGE_TOKEN  # a second image in sample 1

@@ -238,3 +238,30 @@ def test_mmfw_train_names_a_missing_shard(tiny_experiment, tmp_path, capsys):
     assert "data.train[0].path: no shard matches" in err and "Traceback" not in err
     assert main(["data", "convert", str(tmp_path / "none.json"), "--out", str(tmp_path / "o")]) == 2
     assert "none.json: dataset file not found" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("case", ["eval", "modality", "modality-stage"])
+def test_mmfw_train_rejects_what_streams_cannot_do_in_one_line(tiny_experiment, shards, tmp_path, capsys, case):
+    import yaml
+
+    from mmfw.cli.main import main
+
+    tiny_experiment["data"]["train"] = [{"path": str(shards)}]
+    if case == "eval":
+        tiny_experiment["data"]["eval"] = [{"path": str(shards)}]
+        expected = (f"c.yaml: data: eval[0]: {str(shards)!r} is a streamed dataset (webdataset); evaluation reads "
+                    "JSON/JSONL files")
+    elif case == "modality":
+        tiny_experiment["training"]["group_by_modality"] = True
+        expected = ("c.yaml: training.group_by_modality: not available for streamed datasets (data.train is "
+                    "webdataset); use group_by_length or packing")
+    else:
+        tiny_experiment["stages"] = [{"name": "align", "max_steps": 1},
+                                     {"name": "tune", "max_steps": 1, "group_by_modality": True}]
+        expected = ("c.yaml: stages[1] (tune): group_by_modality: not available for streamed datasets (data.train is "
+                    "webdataset); use group_by_length or packing")
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(tiny_experiment), encoding="utf-8")
+    assert main(["train", str(tmp_path / "c.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and expected in err and err.startswith("error: ")  # one line, no traceback
+    assert not (tmp_path / "run").exists()  # found when the config loads, before anything is built

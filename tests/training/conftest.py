@@ -77,3 +77,30 @@ def run_mmfw(args: list[str], *, driver_env: dict[str, str] | None = None, timeo
         raise AssertionError(f"mmfw {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n"
                              f"{proc.stderr[-6000:]}")
     return proc
+
+
+def launch_ranks(args: list[str], *, driver_env: dict[str, str] | None = None, timeout: float = 300
+                 ) -> subprocess.CompletedProcess:
+    """``mmfw train ... --num-processes N``, started here: the ``accelerate launch`` command that ``mmfw`` would run
+    (:func:`mmfw.cli.train._launch`), with ``train_driver.py`` in every process (so that ``driver_env`` hooks apply).
+    Saves the startup of the ``mmfw`` process that only launches the others."""
+    from mmfw.cli import train
+    from mmfw.cli.main import build_parser
+    from tests.training.train_driver import driver_command
+
+    calls: list[tuple[list[str], dict[str, str]]] = []
+    env = {"OMP_NUM_THREADS": "1", "MMFW_DISABLE_PLUGIN_AUTOLOAD": "1", "TOKENIZERS_PARALLELISM": "false",
+           "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""), **(driver_env or {})}
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in env.items():
+            mp.setenv(key, value)
+        mp.delenv("LOCAL_RANK", raising=False)
+        mp.setattr(subprocess, "call", lambda cmd, env: calls.append((cmd, env)) or 0)
+        assert train._launch(build_parser().parse_args(args)) == 0
+    (cmd, launch_env), = calls
+    proc = subprocess.run(driver_command(cmd), env=launch_env, cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout)
+    if proc.returncode != 0:
+        raise AssertionError(f"mmfw {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n"
+                             f"{proc.stderr[-6000:]}")
+    return proc
