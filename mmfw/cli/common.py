@@ -7,10 +7,14 @@ import contextlib
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mmfw.components import Registries, default_registries
 from mmfw.config import ExperimentConfig, load_config
 from mmfw.errors import ConfigError, DataError, InvalidArgumentError
+
+if TYPE_CHECKING:
+    from mmfw.training.validate import ValidationContext
 
 
 class CLIError(Exception):
@@ -43,12 +47,21 @@ def load_experiment(args: argparse.Namespace, registries: Registries | None = No
     """The experiment config of ``args.config`` with ``--set`` overrides; with ``validate``, also checked against
     the file system and the model geometry (:mod:`mmfw.training.validate`) before anything is built."""
     registries = registries or default_registries()
-    cfg = load_config(args.config, registries, args.overrides)
     if validate:
-        from mmfw.training.validate import check_experiment
+        return load_checked_experiment(args, registries)[0]
+    return load_config(args.config, registries, args.overrides)
 
-        check_experiment(cfg, registries, source=args.config)
-    return cfg
+
+def load_checked_experiment(args: argparse.Namespace,
+                            registries: Registries) -> tuple[ExperimentConfig, ValidationContext]:
+    """``load_experiment(args, registries)`` and the :class:`~mmfw.training.validate.ValidationContext` that checked
+    it, whose cached facts (its meta-device model) later steps may reuse instead of building them again."""
+    from mmfw.training.validate import ValidationContext, check_experiment
+
+    cfg = load_config(args.config, registries, args.overrides)
+    context = ValidationContext(cfg, registries)
+    check_experiment(cfg, registries, source=args.config, context=context)
+    return cfg, context
 
 
 def require_prepared(cfg: ExperimentConfig, config_path: str) -> None:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, get_args
 
 from mmfw.cli.common import CLIError, add_config_arguments, load_experiment, positive_int, require_prepared
-from mmfw.config.experiment import SyntheticDataConfig
+from mmfw.config.data import SyntheticDataConfig
 
 if TYPE_CHECKING:
     from mmfw.config import ExperimentConfig
@@ -76,7 +76,7 @@ def _literal_choices(annotation: Any) -> list[str]:
 
 def _add_synth_arguments(s: argparse.ArgumentParser) -> None:
     """The flags of ``mmfw data synth``: defaults and choices are those of ``data.synthetic``
-    (:class:`~mmfw.config.experiment.SyntheticDataConfig`)."""
+    (:class:`~mmfw.config.data.SyntheticDataConfig`)."""
     fields = SyntheticDataConfig.model_fields
     s.add_argument("--out", default=fields["out_dir"].default, help="output directory")
     s.add_argument("--overwrite", action="store_true", help="replace a dataset that is already in --out")

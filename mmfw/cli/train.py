@@ -14,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from mmfw.cli.common import CLIError, add_config_arguments, load_experiment
+from mmfw.cli.common import CLIError, add_config_arguments, load_checked_experiment
 from mmfw.components import default_plugin_manager, default_registries
 
 
@@ -71,15 +71,19 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError("--resume and --overwrite exclude each other")
     if args.num_processes < 1:
         raise CLIError("--num-processes must be at least 1")
-    cfg = load_experiment(args)
+    registries = default_registries()
+    cfg, checked = load_checked_experiment(args, registries)
     if args.num_processes > 1 and "LOCAL_RANK" not in os.environ:
         return _launch(args)
     from mmfw.model.builder import CheckpointMismatchError
     from mmfw.training.signals import graceful_stop
     from mmfw.training.trainer import Trainer
 
-    trainer = Trainer(cfg, default_registries(), default_plugin_manager(), progress=not args.no_progress,
-                      resume=args.resume, overwrite=args.overwrite)
+    # the model validation built on the meta device (cached; None when that is not cheap) serves the trainer's
+    # policy pre-check too, so one `mmfw train` builds it once
+    trainer = Trainer(cfg, registries, default_plugin_manager(), progress=not args.no_progress,
+                      resume=args.resume, overwrite=args.overwrite, meta_model=checked.meta_model())
+    del checked
     with graceful_stop() as stop:
         trainer.stop = stop
         try:

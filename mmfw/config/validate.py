@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from mmfw.config.experiment import DataConfig, DatasetSpec, ExperimentConfig
+    from mmfw.config.data import DataConfig, DatasetSpec
+    from mmfw.config.experiment import ExperimentConfig
     from mmfw.config.kinds import Registries
 
 __all__ = ["ConfigContext", "DataSection", "check_data_files", "check_model_sources", "data_sections"]

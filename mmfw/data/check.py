@@ -18,7 +18,8 @@ from mmfw.data.dataset import LlavaDataset
 from mmfw.data.report import SkippedSample, TruncatedSample, summarize_skips
 
 if TYPE_CHECKING:
-    from mmfw.config.experiment import DataConfig, DatasetSpec, ExperimentConfig
+    from mmfw.config.data import DataConfig, DatasetSpec
+    from mmfw.config.experiment import ExperimentConfig
     from mmfw.config.kinds import Registries
     from mmfw.image_strategies.base import ImageStrategy
 

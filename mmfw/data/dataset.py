@@ -1,8 +1,8 @@
 """The LLaVA-format training/eval dataset: records parsed eagerly, images loaded and tokenized lazily per item.
 
 ``LlavaDataset(specs, tokenizer, strategy, image_token=..., max_length=...)`` (or :func:`build_dataset` from a
-:class:`~mmfw.config.experiment.DataConfig`) reads every record of every
-:class:`~mmfw.config.experiment.DatasetSpec` at construction (parsing and validation only). ``dataset[i]`` opens the
+:class:`~mmfw.config.data.DataConfig`) reads every record of every
+:class:`~mmfw.config.data.DatasetSpec` at construction (parsing and validation only). ``dataset[i]`` opens the
 sample's images (``image_root`` of the spec, or the JSON file's directory) as RGB (:func:`~mmfw.data.images.load_image`),
 runs ``strategy.preprocess``, encodes the conversation with :func:`~mmfw.data.tokenize.encode_conversation`
 (expanding each ``<image>`` to ``strategy.num_tokens(image.size)`` tokens, the single source of truth for how many
@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 from torch.utils.data import Dataset
 
-from mmfw.config.experiment import DatasetSpec
+from mmfw.config.data import DatasetSpec
 from mmfw.data.conversation import Conversation, load_records, parse_record
 from mmfw.data.errors import DataError, RecordError, TooManySkippedError
 from mmfw.data.images import load_image
@@ -44,7 +44,7 @@ from mmfw.data.truncation import TruncationPolicy, truncate
 from mmfw.image_strategies.base import ImageInput, ImageStrategy
 
 if TYPE_CHECKING:
-    from mmfw.config.experiment import DataConfig
+    from mmfw.config.data import DataConfig
     from mmfw.data.augment import ImageAugmenter
 
 logger = logging.getLogger(__name__)

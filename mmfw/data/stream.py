@@ -27,7 +27,7 @@ from typing import Any, Literal
 
 from torch.utils.data import IterableDataset, get_worker_info
 
-from mmfw.config.experiment import StreamConfig
+from mmfw.config.data import StreamConfig
 from mmfw.data.conversation import parse_record
 from mmfw.data.errors import DataError, RecordError
 from mmfw.data.report import SkippedSample

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mmfw.data.control_tokens import neutralize_messages
+from mmfw.data.label_view import render_supervision
 from mmfw.errors import IGNORE_INDEX, ImageTokenCountError, TemplateMismatchError
 
 logger = logging.getLogger(__name__)
@@ -181,6 +182,43 @@ def _expand_images(ids: list[int], labels: list[int], tid: int, counts: Sequence
     return out_ids, out_labels, spans, shift
 
 
+def _supervise_replies(tokenizer: Any, msgs: list[dict[str, str]], full: list[int], sample_id: str,
+                       ) -> tuple[list[int], list[int]]:
+    """Labels of the rendered conversation ``full`` (its ids on each assistant reply, ``IGNORE_INDEX`` elsewhere)
+    and the position just past each assistant turn, found by incremental rendering (module docstring); checks that
+    the template is prefix-stable and warns once per tokenizer and template when no reply supervises the eos token."""
+    labels = [IGNORE_INDEX] * len(full)
+    eos = tokenizer.eos_token_id
+    eos_supervised = False
+    turn_ends: list[int] = []
+    for k, m in enumerate(msgs):
+        if m["role"] != "assistant":
+            continue
+        before = _render(tokenizer, msgs[:k], add_generation_prompt=True)
+        after = _render(tokenizer, msgs[:k + 1], add_generation_prompt=False)
+        if after[:len(before)] != before:
+            raise TemplateMismatchError(_mismatch(tokenizer, sample_id, k, "the prompt (with generation prompt) is "
+                                                  "not a prefix of the prompt + reply", before, after))
+        if full[:len(after)] != after:
+            raise TemplateMismatchError(_mismatch(tokenizer, sample_id, k, "the conversation up to this reply is "
+                                                  "not a prefix of the whole conversation", after, full))
+        start, end = len(before), len(after)
+        turn_ends.append(end)
+        while end > start and _is_whitespace_token(tokenizer, after[end - 1]):
+            end -= 1
+        if end == start:
+            logger.warning("sample %r: assistant message %d renders to no supervised token", sample_id, k)
+        labels[start:end] = full[start:end]
+        eos_supervised = eos_supervised or (eos is not None and eos in full[start:end])
+    if not eos_supervised and eos is not None:
+        key = f"{getattr(tokenizer, 'name_or_path', '')}|{tokenizer.chat_template}"
+        if key not in _warned_no_eos:
+            _warned_no_eos.add(key)
+            logger.warning("sample %r: the eos token %r is not part of any supervised reply; with this chat "
+                           "template a trained model may not learn to stop", sample_id, tokenizer.eos_token)
+    return labels, turn_ends
+
+
 def encode_conversation(
     messages: Sequence[dict[str, str]],
     tokenizer: Any,
@@ -214,35 +252,7 @@ def encode_conversation(
     markers = _marker_ids(tokenizer, image_markers)
     msgs = with_system_prompt(neutralize_messages(messages, tokenizer, keep=(image_token,)), system_prompt)
     full = _render(tokenizer, msgs, add_generation_prompt=False)
-    labels = [IGNORE_INDEX] * len(full)
-    eos = tokenizer.eos_token_id
-    eos_supervised = False
-    turn_ends: list[int] = []
-    for k, m in enumerate(msgs):
-        if m["role"] != "assistant":
-            continue
-        before = _render(tokenizer, msgs[:k], add_generation_prompt=True)
-        after = _render(tokenizer, msgs[:k + 1], add_generation_prompt=False)
-        if after[:len(before)] != before:
-            raise TemplateMismatchError(_mismatch(tokenizer, sample_id, k, "the prompt (with generation prompt) is "
-                                                  "not a prefix of the prompt + reply", before, after))
-        if full[:len(after)] != after:
-            raise TemplateMismatchError(_mismatch(tokenizer, sample_id, k, "the conversation up to this reply is "
-                                                  "not a prefix of the whole conversation", after, full))
-        start, end = len(before), len(after)
-        turn_ends.append(end)
-        while end > start and _is_whitespace_token(tokenizer, after[end - 1]):
-            end -= 1
-        if end == start:
-            logger.warning("sample %r: assistant message %d renders to no supervised token", sample_id, k)
-        labels[start:end] = full[start:end]
-        eos_supervised = eos_supervised or (eos is not None and eos in full[start:end])
-    if not eos_supervised and eos is not None:
-        key = f"{getattr(tokenizer, 'name_or_path', '')}|{tokenizer.chat_template}"
-        if key not in _warned_no_eos:
-            _warned_no_eos.add(key)
-            logger.warning("sample %r: the eos token %r is not part of any supervised reply; with this chat "
-                           "template a trained model may not learn to stop", sample_id, tokenizer.eos_token)
+    labels, turn_ends = _supervise_replies(tokenizer, msgs, full, sample_id)
     ids, labels, spans, shift = _expand_images(full, labels, tid, image_token_counts, sample_id, markers)
     return EncodedSample(input_ids=ids, labels=labels, image_spans=spans, turn_ends=[e + shift[e] for e in turn_ends])
 
@@ -266,36 +276,3 @@ def encode_prompt(
     ids, _, _, _ = _expand_images(ids, [IGNORE_INDEX] * len(ids), tid, image_token_counts, sample_id,
                                   _marker_ids(tokenizer, image_markers))
     return ids
-
-
-def render_supervision(input_ids: Sequence[int], labels: Sequence[int], tokenizer: Any, *,
-                       image_token: str | None = None) -> str:
-    """Decode a sample with its supervised spans wrapped in ``[[...]]`` (for eyeballing label masks).
-
-    With ``image_token``, each run of image tokens is shown once as ``<image>×N``.
-    """
-    ids = [int(x) for x in input_ids]
-    labs = [int(x) for x in labels]
-    if len(ids) != len(labs):
-        raise ValueError(f"input_ids ({len(ids)}) and labels ({len(labs)}) differ in length")
-    tid = tokenizer.convert_tokens_to_ids(image_token) if image_token is not None else None
-    parts: list[str] = []
-    prev = ""  # decoded text of ids[:i]; pieces are taken as differences so that leading spaces survive
-    i = 0
-    while i < len(ids):
-        is_image = tid is not None and ids[i] == tid
-        sup = labs[i] != IGNORE_INDEX
-        j = i
-        while j < len(ids) and ((tid is not None and ids[j] == tid) == is_image
-                                and (is_image or (labs[j] != IGNORE_INDEX) == sup)):
-            j += 1
-        decoded = tokenizer.decode(ids[:j], skip_special_tokens=False)
-        piece = decoded[len(prev):] if decoded.startswith(prev) else tokenizer.decode(ids[i:j],
-                                                                                      skip_special_tokens=False)
-        prev = decoded
-        if is_image:
-            parts.append(f"{image_token}×{j - i}")
-        else:
-            parts.append(f"[[{piece}]]" if sup else piece)
-        i = j
-    return "".join(parts)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from mmfw.config.experiment import DataConfig
+from mmfw.config.data import DataConfig
 from mmfw.data.synth import ensure_synthetic_vqa
 from mmfw.data.tokenizer_train import texts_from_llava_json, train_tokenizer
 from mmfw.errors import ConfigError

@@ -190,24 +190,33 @@ def trainable_parameter_counts(model: nn.Module, policy: PolicyConfig,
     return plan_policy(model, policy, where).counts(model)
 
 
-def stage_policy_counts(cfg: Any, registries: Any) -> dict[str, dict[str, int]]:
+def stage_policy_counts(cfg: Any, registries: Any, model: nn.Module | None = None) -> dict[str, dict[str, int]]:
     """Trainable parameters of every stage of an experiment (``{stage name: counts}``), from a model built on the
-    meta device (no memory, no weights). Raises :class:`ConfigError` naming the stage's policy key on problems."""
-    from mmfw.model.builder import build_model
+    meta device (no memory, no weights). Raises :class:`ConfigError` naming the stage's policy key on problems.
 
-    with torch.device("meta"):
-        model, _ = build_model(cfg.model, registries)
+    ``model``: the VLM of ``cfg.model`` already built on the meta device (untouched, e.g.
+    :meth:`mmfw.training.validate.ValidationContext.meta_model`); built here when None."""
+    if model is None:
+        from mmfw.model.builder import build_model
+
+        with torch.device("meta"):
+            model, _ = build_model(cfg.model, registries)
     return {stage.name: trainable_parameter_counts(
                 model, stage.training.policy, "training.policy" if stage.implicit else f"stages[{stage.index}].policy")
             for stage in cfg.stage_plan()}
 
 
-def check_stage_policies(cfg: Any, registries: Any) -> None:
+def check_stage_policies(cfg: Any, registries: Any, meta_model: nn.Module | None = None) -> None:
     """Check every stage's policy against the model (built on the meta device) before anything trains, so a LoRA
     target that matches nothing in stage 2 fails now, not after stage 1; logs what each stage trains.
 
     Skipped while a file the model reads (e.g. the tokenizer of ``data.build_tokenizer``) is one the run generates
     and it is not there yet: the stage checks it when it starts, after its data are prepared.
+
+    ``meta_model``: the VLM of ``cfg.model`` that validation already built on the meta device (``mmfw train`` passes
+    :meth:`~mmfw.training.validate.ValidationContext.meta_model`), checked instead of building it a second time.
+    None (validation did not run, or could not build it cheaply: a component loads pretrained weights) builds it
+    here, as before.
     """
     from mmfw.config.validate import ConfigContext
 
@@ -218,7 +227,7 @@ def check_stage_policies(cfg: Any, registries: Any) -> None:
         logger.debug("policy pre-check skipped until %s are generated", pending)
         return
     try:
-        counts = stage_policy_counts(cfg, registries)
+        counts = stage_policy_counts(cfg, registries, meta_model)
     except ConfigError:
         raise
     except Exception as e:  # a component that cannot be built on the meta device: checked at stage start

@@ -68,11 +68,14 @@ class Trainer:
         resume: continue the run in ``cfg.output_dir`` (finished stages are skipped, the current one restarts from
             its latest checkpoint). Without it, a run directory that already holds progress is an error unless
             ``overwrite`` is set, which deletes the run's previous outputs first.
+        meta_model: the VLM of ``cfg.model`` on the meta device that validation built
+            (:meth:`~mmfw.training.validate.ValidationContext.meta_model`, as ``mmfw train`` passes it); the policy
+            pre-check uses it instead of building the model on the meta device again. None: the pre-check builds it.
     """
 
     def __init__(self, cfg: ExperimentConfig, registries: Registries, plugin_manager: Any | None = None,
                  accelerator: Accelerator | None = None, progress: bool = True, resume: bool = False,
-                 overwrite: bool = False) -> None:
+                 overwrite: bool = False, meta_model: Any | None = None) -> None:
         self.cfg, self.registries = cfg, registries
         self.hooks = plugin_manager.hook if plugin_manager is not None else None
         self.plan, self.run_dir = cfg.stage_plan(), cfg.run_dir
@@ -87,6 +90,7 @@ class Trainer:
         self.run_lock: Any = None
         self.stop: Any = None
         """A :class:`mmfw.training.signals.StopRequest`; when set, training stops after the step with a checkpoint."""
+        self._meta_model = meta_model
 
     # -- run -----------------------------------------------------------------------------------------------------
     def train(self) -> dict[str, float]:
@@ -102,7 +106,8 @@ class Trainer:
         """Checks (on every process, so that all of them stop together), then the main process sets up the run."""
         acc = self.accelerator
         check_process_group(acc.num_processes)  # robust: launched processes that do not form one group
-        check_stage_policies(self.cfg, self.registries)
+        check_stage_policies(self.cfg, self.registries, self._meta_model)
+        self._meta_model = None  # only the pre-check needs it
         if acc.is_main_process and self.run_lock is None:  # robust: one trainer per run directory
             self.run_lock = acquire_run_lock(self.run_dir)
         progress = check_run_dir(self.run_dir, self.cfg, self.registries, self.resume, self.overwrite)

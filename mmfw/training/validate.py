@@ -200,10 +200,15 @@ DEFAULT_CHECKS: tuple[Check, ...] = (check_data_files, check_model_sources, *INP
                                      check_training_policies)
 
 
-def validate_experiment(cfg: ExperimentConfig, registries: Registries,
-                        checks: Sequence[Check] = DEFAULT_CHECKS) -> list[str]:
-    """Every problem the ``checks`` find, one ``"yaml.path: message"`` line each (empty when all is well)."""
-    ctx = ValidationContext(cfg, registries)
+def validate_experiment(cfg: ExperimentConfig, registries: Registries, checks: Sequence[Check] = DEFAULT_CHECKS,
+                        context: ValidationContext | None = None) -> list[str]:
+    """Every problem the ``checks`` find, one ``"yaml.path: message"`` line each (empty when all is well).
+
+    ``context``: the :class:`ValidationContext` of ``cfg`` to check with, for a caller that reuses what the checks
+    built (``mmfw train`` hands its meta-device model to the policy pre-check); a new one by default."""
+    if context is not None and context.cfg is not cfg:
+        raise ValueError("the validation context belongs to another config")
+    ctx = context if context is not None else ValidationContext(cfg, registries)
     problems: list[str] = []
     for check in checks:
         for p in check(ctx):
@@ -213,9 +218,10 @@ def validate_experiment(cfg: ExperimentConfig, registries: Registries,
 
 
 def check_experiment(cfg: ExperimentConfig, registries: Registries, source: str | None = None,
-                     checks: Sequence[Check] = DEFAULT_CHECKS) -> ExperimentConfig:
+                     checks: Sequence[Check] = DEFAULT_CHECKS, context: ValidationContext | None = None,
+                     ) -> ExperimentConfig:
     """``cfg`` if :func:`validate_experiment` finds nothing; else a :class:`ConfigError` listing every problem."""
-    problems = validate_experiment(cfg, registries, checks)
+    problems = validate_experiment(cfg, registries, checks, context)
     if problems:
         raise ConfigError(problems, source=source)
     return cfg

@@ -140,3 +140,49 @@ def test_a_bad_lora_target_in_a_later_stage_fails_before_anything_trains(experim
     with pytest.raises(ConfigError, match=r"stages\[1\].policy.llm.target_modules\[1\]: 'qkv' matches no module"):
         Trainer(cfg, registries, progress=False).train()
     assert not (cfg.run_dir / "stages").exists()
+
+
+def _bad_second_stage(experiment):
+    experiment["stages"] = [
+        {"name": "align", "policy": {"llm": "frozen"}},
+        {"name": "finetune", "policy": {"llm": {"type": "lora", "target_modules": ["q_proj", "qkv"]}}},
+    ]
+    return experiment
+
+
+def test_the_policy_pre_check_reuses_the_model_validation_built(experiment, registries, monkeypatch) -> None:
+    import mmfw.model.builder
+    from mmfw.training.policy import check_stage_policies
+    from mmfw.training.validate import ValidationContext
+
+    cfg = load_config_dict(_bad_second_stage(experiment), registries)
+    model = ValidationContext(cfg, registries).meta_model()
+    assert model is not None
+
+    def no_build(*args, **kwargs):
+        raise AssertionError("the pre-check built the model again")
+
+    monkeypatch.setattr(mmfw.model.builder, "build_model", no_build)
+    with pytest.raises(ConfigError, match=r"stages\[1\].policy.llm.target_modules\[1\]: 'qkv' matches no module"):
+        check_stage_policies(cfg, registries, model)
+
+
+def test_mmfw_train_builds_the_model_on_the_meta_device_once(experiment, tmp_path, monkeypatch, caplog) -> None:
+    """Validation builds it; the trainer's policy pre-check counts each stage's parameters on that same model."""
+    from mmfw.cli.main import main
+    from mmfw.model.vlm import VisionLanguageModel
+    from tests.training.conftest import write_config
+
+    devices = []
+    init = VisionLanguageModel.__init__
+
+    def counting_init(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        devices.append(next(self.parameters()).device.type)
+
+    monkeypatch.setattr(VisionLanguageModel, "__init__", counting_init)
+    experiment["training"]["max_steps"] = 1
+    with caplog.at_level("INFO", logger="mmfw.training.policy"):
+        assert main(["-q", "train", str(write_config(experiment, tmp_path / "exp.yaml")), "--no-progress"]) == 0
+    assert devices == ["meta", "cpu"]  # validation's (and the pre-check's), then the stage's model
+    assert "stage 'train' trains" in caplog.text

@@ -1,12 +1,12 @@
 """Streamed dataset sources: Hugging Face ``save_to_disk`` directories and WebDataset tar shards.
 
-:func:`open_source` opens the source of one :class:`~mmfw.config.experiment.DatasetSpec`; the stream
+:func:`open_source` opens the source of one :class:`~mmfw.config.data.DatasetSpec`; the stream
 (:mod:`mmfw.data.stream`) reads its shards. Opening reads no record.
 """
 
 from __future__ import annotations
 
-from mmfw.config.experiment import DatasetSpec, StreamConfig
+from mmfw.config.data import DatasetSpec, StreamConfig
 from mmfw.data.sources.base import RawRecord, StreamSource
 
 __all__ = ["RawRecord", "StreamSource", "open_source"]

@@ -1,6 +1,6 @@
 """A Hugging Face dataset written by ``Dataset.save_to_disk``, streamed in shards of rows (memory-mapped Arrow).
 
-The LLaVA fields come from the columns named by :class:`~mmfw.config.experiment.FieldMapping`. The image column may
+The LLaVA fields come from the columns named by :class:`~mmfw.config.data.FieldMapping`. The image column may
 hold a path relative to ``image_root`` (default: the dataset directory), a list of paths, or an ``Image`` feature
 (embedded bytes, decoded in the loading worker).
 """
@@ -13,7 +13,7 @@ from typing import Any
 
 from PIL import Image
 
-from mmfw.config.experiment import DatasetSpec, FieldMapping
+from mmfw.config.data import DatasetSpec, FieldMapping
 from mmfw.data.errors import DataError, RecordError
 from mmfw.data.images import decode_image, load_image, to_rgb
 from mmfw.data.sample import path_outside_root

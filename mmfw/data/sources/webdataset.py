@@ -18,7 +18,7 @@ from typing import Any
 
 from PIL import Image
 
-from mmfw.config.experiment import DatasetSpec
+from mmfw.config.data import DatasetSpec
 from mmfw.data.errors import DataError, RecordError
 from mmfw.data.images import decode_image, load_image
 from mmfw.data.sample import path_outside_root
