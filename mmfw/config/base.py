@@ -30,6 +30,12 @@ class ComponentConfig(StrictModel):
         on the meta device to learn its geometry."""
         return False
 
+    @property
+    def runs_remote_code(self) -> bool:
+        """Whether loading the component's sources may run code they ship (transformers' ``trust_remote_code``):
+        validation then accepts a local directory whose ``config.json`` names its own classes."""
+        return False
+
     def sources(self) -> dict[str, str]:
         """Local paths or hub ids the component reads when it is built, by field name (``{"pretrained": ...}``);
         validation checks that local ones exist before a run starts."""

@@ -136,7 +136,7 @@ def check_local_sources(ctx: Any, ask_hub: bool = True) -> Iterator[str]:
 
     hub: dict[str, str | None] = {}
     for comp, cfg in ctx.cfg.model.components().items():
-        trust = bool(getattr(cfg, "trust_remote_code", False))
+        trust = cfg.runs_remote_code
         for key, value in cfg.sources().items():
             if not isinstance(value, str) or ctx.is_generated(value):
                 continue
@@ -176,11 +176,8 @@ def check_image_tokens(ctx: Any) -> Iterator[str]:
         logger.debug("cannot count the image tokens: %s", e)
         return
     if n < 1:
-        enc = ctx.cfg.model.vision_encoder
-        arch = getattr(enc, "architecture", None)
-        detail = ""
-        if arch is not None and getattr(arch, "patch_size", None) and getattr(arch, "image_size", None):
-            detail = f" (patch_size {arch.patch_size} is larger than image_size {arch.image_size})"
+        patch = strategy.geometry.spec.patch_size
+        detail = f" (patch_size {patch} is larger than the image)" if patch > min(h, w) else ""
         yield (f"model.vision_encoder: one {w}x{h} image becomes 0 tokens{detail}; every image needs at least one "
                "token")
 

@@ -81,6 +81,10 @@ class HFCausalLMConfig(LLMConfig):
         return v
 
     @property
+    def runs_remote_code(self) -> bool:
+        return self.trust_remote_code
+
+    @property
     def loads_weights(self) -> bool:
         return self.pretrained is not None
 

@@ -14,25 +14,25 @@ import hashlib
 import logging
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
-from torch import nn
+
+if TYPE_CHECKING:
+    from mmfw.encoders.base import VisionEncoder
 
 logger = logging.getLogger(__name__)
 
 SHARD_ENTRIES = 512
 
 
-def encoder_fingerprint(encoder: nn.Module) -> str:
+def encoder_fingerprint(encoder: VisionEncoder) -> str:
     """Hash of the encoder's class, config and every parameter/buffer (names, shapes, dtypes, values)."""
     h = hashlib.sha256()
     h.update(f"{type(encoder).__module__}.{type(encoder).__qualname__}".encode())
-    cfg = getattr(encoder, "cfg", None)
-    if cfg is not None and hasattr(cfg, "model_dump_json"):
-        h.update(cfg.model_dump_json().encode())
+    h.update(encoder.cfg.model_dump_json().encode())
     for name, t in encoder.state_dict().items():
         h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
         h.update(t.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
@@ -53,7 +53,7 @@ class EncoderFeatureCache:
     :meth:`close` writes pending entries and restores it.
     """
 
-    def __init__(self, root: str | Path, encoder: nn.Module, process_index: int = 0) -> None:
+    def __init__(self, root: str | Path, encoder: VisionEncoder, process_index: int = 0) -> None:
         self.encoder = encoder
         self.dir = Path(root) / encoder_fingerprint(encoder)
         self.dir.mkdir(parents=True, exist_ok=True)

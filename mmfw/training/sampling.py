@@ -241,7 +241,7 @@ def sample_lengths(dataset: Any, cache_dir: str | Path | None = None) -> list[in
     key = None
     if cache_dir is not None:
         h = hashlib.sha256()
-        h.update(json.dumps([dataset.max_length, dataset.truncation if hasattr(dataset, "truncation") else None,
+        h.update(json.dumps([dataset.max_length, dataset.truncation,
                              dataset.system_prompt, len(dataset)]).encode())
         for i in range(len(dataset)):
             conv = dataset.conversation(i)

@@ -8,6 +8,7 @@ import torch
 from safetensors.torch import load_file
 
 from mmfw.config import load_config_dict
+from mmfw.config.base import VisionEncoderConfig
 from mmfw.training.feature_cache import EncoderFeatureCache, tile_key
 from mmfw.training.trainer import Trainer
 
@@ -48,6 +49,7 @@ def test_cache_is_keyed_by_encoder_weights_and_pixels(tmp_path) -> None:
     class Enc(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
+            self.cfg = VisionEncoderConfig(type="fake")  # the contract's config, hashed into the cache key
             self.proj = torch.nn.Linear(4, 3)
             self.calls = 0
 
