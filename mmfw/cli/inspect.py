@@ -48,7 +48,7 @@ def _check_model(cfg: ExperimentConfig, config_path: str) -> None:
     problems = [p for check in (check_model_sources, local, check_llm_architecture) for p in check(ctx)]
     if problems:
         raise ConfigError(problems, source=config_path)
-    tokenizer = getattr(cfg.model.llm, "tokenizer", None)
+    tokenizer = cfg.model.llm.sources().get("tokenizer")
     if tokenizer is not None and ctx.is_generated(tokenizer) and not Path(tokenizer).exists():
         require_prepared(cfg, config_path)
 

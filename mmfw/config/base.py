@@ -67,6 +67,11 @@ class LLMConfig(ComponentConfig):
         """Special tokens the LLM component adds to its tokenizer (none unless a config says so)."""
         return ()
 
+    def with_hidden_size(self, hidden_size: int) -> Self | None:
+        """A copy of this random-init config whose model is ``hidden_size`` wide, or ``None`` when it has no such
+        setting (a pretrained model): the contract kit pairs a width-keeping connector with it."""
+        return None
+
     @classmethod
     def example(cls, tokenizer: str) -> Self:  # type: ignore[override]
         """A tiny random-init config using the tokenizer in directory ``tokenizer`` (an LLM's vocabulary comes from

@@ -264,8 +264,7 @@ def _provenance(cfg: ExperimentConfig) -> list[str]:
     packages other than mmfw (so that a run trained with a plugin says which plugin it needs)."""
     out = []
     dists: dict[str, list[str]] | None = None
-    for field in ("vision_encoder", "connector", "llm", "image_strategy"):
-        comp = getattr(cfg.model, field)
+    for field, comp in cfg.model.components().items():
         top = type(comp).__module__.split(".")[0]
         if top == "mmfw":
             continue

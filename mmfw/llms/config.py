@@ -91,6 +91,12 @@ class HFCausalLMConfig(LLMConfig):
     def sources(self) -> dict[str, str]:
         return {k: v for k, v in (("pretrained", self.pretrained), ("tokenizer", self.tokenizer)) if v is not None}
 
+    def with_hidden_size(self, hidden_size: int) -> Self | None:
+        if self.architecture is None:
+            return None
+        arch = self.architecture.model_copy(update={"hidden_size": hidden_size, "intermediate_size": 2 * hidden_size})
+        return self.model_copy(update={"architecture": arch})
+
     @classmethod
     def example(cls, tokenizer: str) -> Self:
         """One tiny decoder layer (hidden 48, 4 query / 2 key-value heads) over the given tokenizer; shared by every

@@ -24,14 +24,12 @@ def model_config(cut: ComponentUnderTest) -> ModelConfig:
         reg = cut.registries
         enc_dim = cut.run("building the vision encoder", lambda: reg.vision_encoders.build(
             cfgs["vision_encoder"]).embed_dim, "the partner encoder must build")
-        llm = cfgs["llm"]
-        arch = getattr(llm, "architecture", None)
-        if arch is not None and hasattr(arch, "hidden_size"):
+        geometry = reg.llms.get(cfgs["llm"].type).geometry(cfgs["llm"])
+        if geometry is not None:
             try:
-                reg.connectors.build(cfgs["connector"], in_dim=enc_dim, out_dim=arch.hidden_size)
-            except ValueError:
-                arch = arch.model_copy(update={"hidden_size": enc_dim, "intermediate_size": 2 * enc_dim})
-                cfgs["llm"] = llm.model_copy(update={"architecture": arch})
+                reg.connectors.build(cfgs["connector"], in_dim=enc_dim, out_dim=geometry.hidden_size)
+            except ValueError:  # a connector that keeps the width (identity): an LLM as wide as the encoder
+                cfgs["llm"] = cfgs["llm"].with_hidden_size(enc_dim) or cfgs["llm"]
     return ModelConfig(**cfgs)
 
 
