@@ -11,7 +11,8 @@ Features are merged back per image (:meth:`AnyresStrategy.merge`): ``flat`` conc
 (:func:`unpad_shape`, transformers' ``unpad_image``), appends a learned ``image_newline`` row after each grid row and
 puts the base-tile features in front. :meth:`AnyresStrategy.num_tokens` computes the same count without pixels; with
 the defaults it equals what transformers' ``LlavaNextProcessor`` expands ``<image>`` to, and preprocessing matches
-``LlavaNextImageProcessor`` (PIL backend) pixel for pixel.
+``LlavaNextImageProcessor`` (torchvision, ``backend: torch``, the default) within 1e-7 and ``LlavaNextImageProcessorPil``
+(``backend: pil``) pixel for pixel.
 """
 
 from __future__ import annotations
@@ -27,11 +28,11 @@ from pydantic import Field, field_validator
 from torch import nn
 from typing_extensions import Self
 
-from mmfw.config.base import ImageStrategyConfig
 from mmfw.errors import ConfigError, ExportError
 from mmfw.image_strategies.base import (
     ImageInput,
     ImageStrategy,
+    PixelStrategyConfig,
     VisionGeometry,
     normalise_uint8,
     paste_uint8,
@@ -48,7 +49,7 @@ LLAVA_NEXT_GRID_SHAPES: tuple[tuple[int, int], ...] = ((1, 2), (2, 1), (2, 2), (
 """LLaVA-NeXT's default layouts in tiles (rows, columns): ``[[336, 672], [672, 336], ...]`` for a 336 px encoder."""
 
 
-class AnyresStrategyConfig(ImageStrategyConfig):
+class AnyresStrategyConfig(PixelStrategyConfig):
     type: Literal["anyres"] = "anyres"
     grid_pinpoints: list[tuple[int, int]] | None = None
     """Candidate resolutions ``[height, width]`` in pixels, each a multiple of the encoder's native size. Defaults to
@@ -58,13 +59,8 @@ class AnyresStrategyConfig(ImageStrategyConfig):
     learned newline row after each grid row (LLaVA-NeXT); needs a connector that keeps the spatial layout."""
     max_tiles: int | None = Field(None, ge=1)
     """Pinpoints needing more tiles than this (the base tile not counted) are not considered."""
-    interpolation: Literal["bicubic", "bilinear", "nearest"] = "bicubic"
     fill: Literal["black", "mean"] = "black"
     """Canvas colour around the resized image: ``black`` as LLaVA-NeXT and transformers, or the encoder's mean."""
-    backend: Literal["pil", "torch"] = "pil"
-    """``pil``: Pillow resizes (pixels equal transformers' PIL image processors). ``torch``: the 8-bit pixels are
-    padded and resized as uint8 tensors (torch's antialiased filters, as transformers' torchvision processors; at most
-    two levels from ``pil`` in well under 1 % of the pixels), about 2x faster."""
 
     @classmethod
     def example(cls) -> Self:

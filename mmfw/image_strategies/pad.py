@@ -10,11 +10,11 @@ from typing import Literal
 from PIL import Image
 from typing_extensions import Self
 
-from mmfw.config.base import ImageStrategyConfig
 from mmfw.errors import ExportError
 from mmfw.image_strategies.base import (
     ImageInput,
     ImageStrategy,
+    PixelStrategyConfig,
     normalise_uint8,
     paste_uint8,
     resize_uint8,
@@ -26,13 +26,8 @@ from mmfw.interop import HFLlavaPart, image_processor_kwargs
 from mmfw.registry import component
 
 
-class PadStrategyConfig(ImageStrategyConfig):
+class PadStrategyConfig(PixelStrategyConfig):
     type: Literal["pad"] = "pad"
-    interpolation: Literal["bicubic", "bilinear", "nearest"] = "bicubic"
-    backend: Literal["pil", "torch"] = "pil"
-    """``pil``: Pillow resizes (pixels equal transformers' PIL image processors). ``torch``: the 8-bit pixels are
-    padded and resized as uint8 tensors (torch's antialiased filters, as transformers' torchvision processors; at most
-    two levels from ``pil`` in well under 1 % of the pixels), about 2x faster."""
 
     @classmethod
     def example(cls) -> Self:

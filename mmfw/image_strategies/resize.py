@@ -8,10 +8,10 @@ from PIL import Image
 from pydantic import Field
 from typing_extensions import Self
 
-from mmfw.config.base import ImageStrategyConfig
 from mmfw.image_strategies.base import (
     ImageInput,
     ImageStrategy,
+    PixelStrategyConfig,
     VisionGeometry,
     normalise_uint8,
     resize_uint8,
@@ -25,15 +25,10 @@ RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BI
             "nearest": Image.Resampling.NEAREST}
 
 
-class ResizeStrategyConfig(ImageStrategyConfig):
+class ResizeStrategyConfig(PixelStrategyConfig):
     type: Literal["resize"] = "resize"
     size: int | None = Field(None, gt=0)
     """Square input size; defaults to the encoder's native size (another size needs a dynamic-size encoder)."""
-    interpolation: Literal["bicubic", "bilinear", "nearest"] = "bicubic"
-    backend: Literal["pil", "torch"] = "pil"
-    """``pil``: Pillow resizes (pixels equal transformers' PIL image processors). ``torch``: the 8-bit pixels are
-    padded and resized as uint8 tensors (torch's antialiased filters, as transformers' torchvision processors; at most
-    two levels from ``pil`` in well under 1 % of the pixels), about 2x faster."""
 
     @classmethod
     def example(cls) -> Self:

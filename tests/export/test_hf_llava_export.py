@@ -82,7 +82,8 @@ def test_transformers_reproduces_mmfw(case, tmp_path, registries, tokenizer_dir,
     messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": f"<image>\n{QUESTION}"}]
     with torch.no_grad():
         ours = vlm(**inputs).logits
-        for backend, pixel_tol, logit_tol in (("pil", 1e-5, 1e-4), (None, 0.02, 1e-2)):
+        # the default processor (torchvision) has mmfw's default pixels (backend: torch); the PIL one differs slightly
+        for backend, pixel_tol, logit_tol in (("pil", 0.02, 1e-2), (None, 1e-5, 1e-4)):
             processor = AutoProcessor.from_pretrained(out, **({"backend": backend} if backend else {}))
             text = processor.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
             hf_inputs = processor(images=cat, text=text, return_tensors="pt")

@@ -1,7 +1,8 @@
 """mmfw CLIP + MLP + LLM equals transformers' Llava / LlavaNext built from the same tiny config and weights.
 
 Each side prepares its own inputs (mmfw: image strategy + chat template + collator; transformers: its PIL image
-processor) from the same real photos; pixels must agree, then logits within 1e-4 (fp32) at every real token.
+processors, torchvision for mmfw's default ``backend: torch`` and PIL for ``backend: pil``) from the same real photos;
+pixels must agree, then logits within 1e-4 (fp32) at every real token.
 """
 
 from __future__ import annotations
@@ -20,11 +21,14 @@ from parity_utils import (
 )
 from PIL import Image
 from transformers import (
+    CLIPImageProcessor,
     CLIPVisionConfig,
     LlavaConfig,
     LlavaForConditionalGeneration,
+    LlavaImageProcessor,
     LlavaNextConfig,
     LlavaNextForConditionalGeneration,
+    LlavaNextImageProcessor,
 )
 from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 from transformers.models.llava.image_processing_pil_llava import LlavaImageProcessorPil
@@ -42,16 +46,21 @@ def hf_llava_config(vlm, cls=LlavaConfig, **extra):
                projector_hidden_act="gelu", **extra)
 
 
+BACKENDS = {"torch": (LlavaImageProcessor, CLIPImageProcessor, LlavaNextImageProcessor),
+            "pil": (LlavaImageProcessorPil, CLIPImageProcessorPil, LlavaNextImageProcessorPil)}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("strategy", ["pad", "resize"])
-def test_llava_logits_match_transformers(strategy, registries, tokenizer_dir, photos) -> None:
-    vlm, tok = build_mmfw(registries, model_config(tokenizer_dir, {"type": strategy}))
+def test_llava_logits_match_transformers(strategy, backend, registries, tokenizer_dir, photos) -> None:
+    vlm, tok = build_mmfw(registries, model_config(tokenizer_dir, {"type": strategy, "backend": backend}))
     hf = LlavaForConditionalGeneration(hf_llava_config(vlm))
     load_into_hf(hf, vlm)
+    pad_cls, resize_cls, _ = BACKENDS[backend]
     if strategy == "pad":
-        proc = LlavaImageProcessorPil(do_pad=True, size={"shortest_edge": TILE},
-                                      crop_size={"height": TILE, "width": TILE}, **NORM)
+        proc = pad_cls(do_pad=True, size={"shortest_edge": TILE}, crop_size={"height": TILE, "width": TILE}, **NORM)
     else:
-        proc = CLIPImageProcessorPil(size={"height": TILE, "width": TILE}, do_center_crop=False, **NORM)
+        proc = resize_cls(size={"height": TILE, "width": TILE}, do_center_crop=False, **NORM)
 
     images = list(photos.values())
     batch = mmfw_batch(vlm, tok, images)
@@ -66,14 +75,14 @@ def test_llava_logits_match_transformers(strategy, registries, tokenizer_dir, ph
     assert max_logit_diff(ours, theirs, batch["attention_mask"]) <= TOL
 
 
-@pytest.mark.parametrize("llm_type", ["mistral", "llama"])
-def test_llava_next_logits_match_transformers(llm_type, registries, tokenizer_dir, photos) -> None:
-    strategy = {"type": "anyres", "grid_pinpoints": PINPOINTS, "merge": "spatial-unpad"}
+@pytest.mark.parametrize(("llm_type", "backend"), [("mistral", "torch"), ("llama", "pil")])
+def test_llava_next_logits_match_transformers(llm_type, backend, registries, tokenizer_dir, photos) -> None:
+    strategy = {"type": "anyres", "grid_pinpoints": PINPOINTS, "merge": "spatial-unpad", "backend": backend}
     vlm, tok = build_mmfw(registries, model_config(tokenizer_dir, strategy, llm_type))
     hf = LlavaNextForConditionalGeneration(hf_llava_config(vlm, LlavaNextConfig, image_grid_pinpoints=PINPOINTS))
     load_into_hf(hf, vlm)
-    proc = LlavaNextImageProcessorPil(size={"shortest_edge": TILE}, crop_size={"height": TILE, "width": TILE},
-                                      image_grid_pinpoints=PINPOINTS, **NORM)
+    proc = BACKENDS[backend][2](size={"shortest_edge": TILE}, crop_size={"height": TILE, "width": TILE},
+                                image_grid_pinpoints=PINPOINTS, **NORM)
 
     images = [photos["astronaut"], photos["chelsea"], photos["chelsea"].transpose(Image.Transpose.ROTATE_90),
               photos["coffee"].crop((0, 120, 600, 270)), photos["chelsea"].crop((170, 0, 290, 300)).resize((48, 120))]
