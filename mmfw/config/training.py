@@ -129,6 +129,9 @@ class TrainingConfig(StrictModel):
     learning_rate: float = Field(2e-4, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     betas: tuple[float, float] = (0.9, 0.999)
+    fused_optimizer: bool = True
+    """AdamW's fused kernel (one pass over each parameter on CPU and CUDA; about 3x faster than the default loop on a
+    CPU); ``false`` for the plain implementation (e.g. for parameters that fused AdamW does not take)."""
     lr_scheduler: Literal["cosine", "linear", "constant"] = "cosine"
     warmup_ratio: float = Field(0.03, ge=0, lt=1)
     min_lr_ratio: float = Field(0.0, ge=0, le=1)

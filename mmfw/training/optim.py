@@ -38,7 +38,7 @@ def build_optimizer(model: torch.nn.Module, cfg: TrainingConfig,
     groups = parameter_groups(model, cfg.weight_decay, cfg.learning_rate, lr_scale, decays)
     if not groups:
         raise ConfigError(["training.policy: nothing to train: every parameter is frozen under the training policy"])
-    return torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=cfg.betas)
+    return torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=cfg.betas, fused=cfg.fused_optimizer or None)
 
 
 def lr_lambda(step: int, total_steps: int, warmup_steps: int, kind: str, min_ratio: float) -> float:
