@@ -100,7 +100,7 @@ def run_transformers(exp: dict[str, Any], regs: Any, batch_size: int, out_dir: P
     args = TrainingArguments(output_dir=str(out_dir), per_device_train_batch_size=batch_size, num_train_epochs=1,
                              learning_rate=HYPER["learning_rate"], weight_decay=HYPER["weight_decay"],
                              max_grad_norm=HYPER["max_grad_norm"], lr_scheduler_type="cosine",
-                             warmup_steps=int(HYPER["warmup_ratio"] * steps), optim="adamw_torch",
+                             warmup_steps=int(HYPER["warmup_ratio"] * steps),
                              logging_steps=4, save_strategy="no", report_to="none", use_cpu=True, seed=SEED,
                              dataloader_num_workers=0, remove_unused_columns=False, disable_tqdm=True)
     trainer = Trainer(model=hf.train(), args=args, train_dataset=ds,

@@ -49,6 +49,12 @@ def step(r: dict[str, Any]) -> list[str]:
         out.append(f"| {name} | {s['s_min']:.4f} / {s['s_median']:.4f} | {s['gflop']:.3f} | {s['mfu_min']:.1%} | "
                    f"{s['tokens_per_s_min']:.0f} |")
     out += ["", f"mmfw vs transformers: **{_x(r['speedup_min'])}** (min), {_x(r['speedup_median'])} (median)."]
+    if "compiled" in r:
+        c = r["compiled"]
+        out[-1] += (f" With `training.compile`: **{_x(c['speedup_min'])}** (min), {_x(c['speedup_median'])} (median), "
+                    f"after a compilation of {c['compile_s']:.0f} s (the first step; checked: loss "
+                    f"{r['checks']['compiled']['loss_mmfw']:.6f}, largest gradient difference "
+                    f"{r['checks']['compiled']['max_grad_rel_diff']:.2g}).")
     return out
 
 
@@ -141,6 +147,9 @@ def targets(b: dict[str, Any]) -> list[str]:
                          b[key]["speedup_median"]))
     if "step" in b:
         rows.append(("training step", TARGETS["step"], b["step"]["speedup_min"], b["step"]["speedup_median"]))
+        if "compiled" in b["step"]:
+            c = b["step"]["compiled"]
+            rows.append(("training step, `training.compile`", TARGETS["step"], c["speedup_min"], c["speedup_median"]))
     for row in b.get("preprocessing", {}).get("rows", []):
         if row["strategy"] in ("pad", "anyres"):
             rows.append((f"preprocessing `{row['strategy']}` ({row.get('backend', 'pil')}) vs fast", TARGETS["preprocessing"], row["vs_fast_best"],

@@ -4,7 +4,10 @@ Both models hold the same weights (mmfw's exporter maps them) and get the same r
 its trainer's: logits only at supervised positions (``logit_positions``), float32 cross-entropy summed and divided by
 the supervised tokens. transformers' step is ``model(..., labels=labels).loss``. Checked before timing: the losses
 (1e-5 relative) and every parameter's gradient (1e-4 of the largest gradient of that tensor plus 1e-6) agree.
-CPU MFU = FLOPs counted by ``torch.utils.flop_counter.FlopCounterMode`` for one step / step time / the matmul peak
+A third side, ``mmfw (training.compile)``, is mmfw's model with each component's inner model compiled in place
+(:func:`mmfw.training.stage_model.compile_components`), checked the same way; its compilation (the first call) is
+timed separately and not in the steps (not run with ``--smoke``). Each side steps fused AdamW, the default of both
+trainers. CPU MFU = FLOPs counted by ``torch.utils.flop_counter.FlopCounterMode`` for one step / step time / the matmul peak
 measured in this process (the best fp32 square ``torch.mm`` of 256, 512 and 1024, before and after the timed
 steps).
 """
@@ -28,6 +31,8 @@ from benchmarks.common import (
     padded_batch,
 )
 
+COMPILED = "mmfw (training.compile)"
+
 
 def mmfw_loss(vlm: Any, batch: dict[str, Any]) -> torch.Tensor:
     from mmfw.training.loss import logit_positions, supervised_tokens, token_loss_sum
@@ -50,11 +55,11 @@ def hf_name(key: str) -> str:
     return hf_llava_name(key)
 
 
-def check_gradients(vlm: Any, hf: Any, batch: dict[str, Any]) -> dict[str, float]:
+def check_gradients(vlm: Any, hf: Any, batch: dict[str, Any], label: str = "mmfw") -> dict[str, float]:
     vlm.zero_grad(set_to_none=True)
     hf.zero_grad(set_to_none=True)
     a, b = mmfw_loss(vlm, batch), hf_loss(hf, batch)
-    check_close("step: loss mmfw vs transformers", a.detach(), b.detach(), atol=0.0, rtol=1e-5)
+    check_close(f"step: loss {label} vs transformers", a.detach(), b.detach(), atol=0.0, rtol=1e-5)
     a.backward()
     b.backward()
     theirs = dict(hf.named_parameters())
@@ -66,8 +71,9 @@ def check_gradients(vlm: Any, hf: Any, batch: dict[str, Any]) -> dict[str, float
                 raise CheckFailed(f"step: gradient of {name} exists on one side only")
             continue
         scale = float(q.grad.abs().max())
-        worst = max(worst, check_close(f"step: gradient of {name}", p.grad, q.grad, atol=1e-6 + 1e-4 * scale) /
-                    max(scale, 1e-12))
+        diff = check_close(f"step: {label} gradient of {name}", p.grad, q.grad, atol=1e-6 + 1e-4 * scale)
+        if scale > 1e-6:  # relative to the tensor's largest gradient; tensors whose gradient is ~0 (a key bias's is
+            worst = max(worst, diff / scale)  # exactly 0 in exact arithmetic) are held to the absolute 1e-6 only
         compared += 1
     vlm.zero_grad(set_to_none=True)
     hf.zero_grad(set_to_none=True)
@@ -82,9 +88,23 @@ def run(smoke: bool, repeats: int, ws: Any, regs: Any, sizes: Sizes, **_: Any) -
     vlm.train()
     hf.train()
     checks = check_gradients(vlm, hf, batch)
-    opts = {"mmfw": torch.optim.AdamW(vlm.parameters(), lr=1e-4),
-            "transformers": torch.optim.AdamW(hf.parameters(), lr=1e-4)}
+    models = {"mmfw": vlm, "transformers": hf}
     losses = {"mmfw": lambda: mmfw_loss(vlm, batch), "transformers": lambda: hf_loss(hf, batch)}
+    compile_s = None
+    if not smoke:
+        import copy
+        import time
+
+        from mmfw.training.stage_model import compile_components
+
+        compiled = copy.deepcopy(vlm)
+        compile_components(compiled)
+        start = time.perf_counter()
+        checks["compiled"] = check_gradients(compiled, hf, batch, label=COMPILED)  # compiles forward and backward
+        compile_s = time.perf_counter() - start
+        models[COMPILED] = compiled
+        losses[COMPILED] = lambda: mmfw_loss(compiled, batch)
+    opts = {name: torch.optim.AdamW(m.parameters(), lr=1e-4, fused=True) for name, m in models.items()}
 
     def step(name: str) -> Any:
         def call() -> None:
@@ -93,9 +113,11 @@ def run(smoke: bool, repeats: int, ws: Any, regs: Any, sizes: Sizes, **_: Any) -
             opts[name].zero_grad(set_to_none=True)
         return call
 
-    flops = {name: count_flops(lambda name=name: losses[name]().backward()) for name in losses}
-    vlm.zero_grad(set_to_none=True)
-    hf.zero_grad(set_to_none=True)
+    flops = {name: count_flops(lambda name=name: losses[name]().backward()) for name in losses if name != COMPILED}
+    if COMPILED in losses:
+        flops[COMPILED] = flops["mmfw"]  # the same model and work (the flop counter cannot see inside compiled code)
+    for m in models.values():
+        m.zero_grad(set_to_none=True)
     window = 0.1 if smoke else 0.5
     before = matmul_peak(seconds=window)
     t = interleaved({name: step(name) for name in losses}, repeats)
@@ -112,4 +134,7 @@ def run(smoke: bool, repeats: int, ws: Any, regs: Any, sizes: Sizes, **_: Any) -
                               "tokens_per_s_min": real / t[name]["min"]}
     out["speedup_min"] = t["transformers"]["min"] / t["mmfw"]["min"]
     out["speedup_median"] = t["transformers"]["median"] / t["mmfw"]["median"]
+    if COMPILED in t:
+        out["compiled"] = {"compile_s": compile_s, "speedup_min": t["transformers"]["min"] / t[COMPILED]["min"],
+                           "speedup_median": t["transformers"]["median"] / t[COMPILED]["median"]}
     return out

@@ -11,7 +11,7 @@ Features are merged back per image (:meth:`AnyresStrategy.merge`): ``flat`` conc
 (:func:`unpad_shape`, transformers' ``unpad_image``), appends a learned ``image_newline`` row after each grid row and
 puts the base-tile features in front. :meth:`AnyresStrategy.num_tokens` computes the same count without pixels; with
 the defaults it equals what transformers' ``LlavaNextProcessor`` expands ``<image>`` to, and preprocessing matches
-``LlavaNextImageProcessor`` (torchvision, ``backend: torch``, the default) within 1e-7 and ``LlavaNextImageProcessorPil``
+``LlavaNextImageProcessor`` (torchvision; ``backend: torch``, the default) and ``LlavaNextImageProcessorPil``
 (``backend: pil``) pixel for pixel.
 """
 
@@ -35,6 +35,7 @@ from mmfw.image_strategies.base import (
     PixelStrategyConfig,
     VisionGeometry,
     normalise_uint8,
+    normalise_uint8_fused,
     paste_uint8,
     resize_uint8,
     uint8_pixels,
@@ -198,17 +199,19 @@ class AnyresStrategy(ImageStrategy):
         new_h, new_w = fit_size((h, w), (best_h, best_w))
         fill = (0, 0, 0) if self.cfg.fill == "black" else tuple(int(m * 255) for m in spec.mean)
         offset = ((best_h - new_h) // 2, (best_w - new_w) // 2)
-        if self.cfg.backend == "torch":
+        rows, cols = best_h // th, best_w // tw
+        if self.cfg.backend == "torch":  # tiles are views of the canvas, written once into the float output
             pixels, mode = uint8_pixels(image), self.cfg.interpolation
             canvas = paste_uint8(resize_uint8(pixels, (new_h, new_w), mode), (best_h, best_w), fill, offset)
-            base = resize_uint8(pixels, (th, tw), mode)
-        else:
-            resample = RESAMPLE[self.cfg.interpolation]
-            pil_canvas = Image.new("RGB", (best_w, best_h), fill)
-            pil_canvas.paste(image.resize((new_w, new_h), resample), offset[::-1])
-            base, canvas = uint8_pixels(image.resize((tw, th), resample)), uint8_pixels(pil_canvas)
-        rows, cols = best_h // th, best_w // tw  # 8-bit tiles cut from the canvas, then all normalised at once
-        tiles = torch.empty((1 + rows * cols, 3, th, tw), dtype=torch.uint8)
+            out = torch.empty((1 + rows * cols, 3, th, tw), dtype=torch.float32)
+            out[0].copy_(resize_uint8(pixels, (th, tw), mode))
+            out[1:].view(rows, cols, 3, th, tw).copy_(canvas.reshape(3, rows, th, cols, tw).permute(1, 3, 0, 2, 4))
+            return ImageInput(pixel_values=normalise_uint8_fused(out, spec.mean, spec.std), size=(w, h))
+        resample = RESAMPLE[self.cfg.interpolation]
+        pil_canvas = Image.new("RGB", (best_w, best_h), fill)
+        pil_canvas.paste(image.resize((new_w, new_h), resample), offset[::-1])
+        base, canvas = uint8_pixels(image.resize((tw, th), resample)), uint8_pixels(pil_canvas)
+        tiles = torch.empty((1 + rows * cols, 3, th, tw), dtype=torch.uint8)  # 8-bit tiles, normalised at once
         tiles[0] = base
         tiles[1:].view(rows, cols, 3, th, tw).copy_(canvas.reshape(3, rows, th, cols, tw).permute(1, 3, 0, 2, 4))
         return ImageInput(pixel_values=normalise_uint8(tiles, spec.mean, spec.std), size=(w, h))

@@ -15,7 +15,7 @@ from mmfw.image_strategies.base import (
     ImageInput,
     ImageStrategy,
     PixelStrategyConfig,
-    normalise_uint8,
+    normalise_uint8_fused,
     paste_uint8,
     resize_uint8,
     to_tensor,
@@ -57,7 +57,7 @@ class PadStrategy(ImageStrategy):
             ih, iw = pixels.shape[-2:]
             side = max(ih, iw)
             square = paste_uint8(pixels, (side, side), fill, ((side - ih) // 2, (side - iw) // 2))
-            out = normalise_uint8(resize_uint8(square, (h, w), self.cfg.interpolation), spec.mean, spec.std)
+            out = normalise_uint8_fused(resize_uint8(square, (h, w), self.cfg.interpolation), spec.mean, spec.std)
         else:
             square = expand_to_square(image, fill)
             out = to_tensor(square.resize((w, h), RESAMPLE[self.cfg.interpolation]), spec.mean, spec.std)

@@ -13,7 +13,7 @@ from mmfw.image_strategies.base import (
     ImageStrategy,
     PixelStrategyConfig,
     VisionGeometry,
-    normalise_uint8,
+    normalise_uint8_fused,
     resize_uint8,
     to_tensor,
     uint8_pixels,
@@ -53,8 +53,8 @@ class ResizeStrategy(ImageStrategy):
     def preprocess(self, image: Image.Image) -> ImageInput:
         spec = self.geometry.spec
         if self.cfg.backend == "torch":
-            pixels = normalise_uint8(resize_uint8(uint8_pixels(image), self.input_size, self.cfg.interpolation),
-                                     spec.mean, spec.std)
+            pixels = normalise_uint8_fused(resize_uint8(uint8_pixels(image), self.input_size,
+                                                        self.cfg.interpolation), spec.mean, spec.std)
         else:
             pixels = to_tensor(self.resize(image), spec.mean, spec.std)
         return ImageInput(pixel_values=pixels.unsqueeze(0), size=image.size)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
@@ -38,8 +39,10 @@ _LORA_PARAM = re.compile(r"\.lora_[A-Za-z_]+\.")
 
 def lora_components(model: VisionLanguageModel) -> dict[str, PeftModel]:
     """The VLM's components whose inner model (:meth:`ComponentContract.inner_model`) is currently a ``PeftModel``."""
-    from peft import PeftModel
-
+    peft = sys.modules.get("peft")
+    if peft is None:  # never imported in this process: nothing can be wrapped (and importing it takes ~0.3 s)
+        return {}
+    PeftModel = peft.PeftModel  # noqa: N806
     return {key: component.inner_model() for key, component in model.components().items()
             if isinstance(component.inner_model(), PeftModel)}
 

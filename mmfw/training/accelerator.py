@@ -67,9 +67,11 @@ def keep_weights_out_of_state(acc: Accelerator) -> None:
 
 
 def start_stage(acc: Accelerator, stage: ResolvedStage) -> None:
-    """Free the previous stage's memory and set the stage's gradient accumulation (Accelerate's GradientState is
-    process-wide: set both of its settings)."""
-    acc.free_memory()
+    """Free the previous stage's memory (from the second stage on: ``free_memory`` runs a full garbage collection)
+    and set the stage's gradient accumulation (Accelerate's GradientState is process-wide: set both of its
+    settings)."""
+    if stage.index > 0:
+        acc.free_memory()
     acc.gradient_state.plugin_kwargs.update(num_steps=stage.training.gradient_accumulation_steps,
                                             sync_with_dataloader=False)
 

@@ -1,8 +1,10 @@
 """The model a stage trains: built from the config, started from the previous stage's output (LoRA adapters merged
-into the base weights) or from the checkpoint being resumed, with the stage's policy applied."""
+into the base weights) or from the checkpoint being resumed, with the stage's policy applied (and compiled with
+``training.compile``)."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,8 @@ from mmfw.config.experiment import ResolvedStage
 from mmfw.model.builder import WEIGHTS_NAME, build_model, load_weights
 from mmfw.training.lora import load_adapter_weights, load_adapters, load_plain_state_dict
 from mmfw.training.policy import AppliedPolicy, apply_policy
+
+logger = logging.getLogger(__name__)
 
 
 def policy_where(stage: ResolvedStage) -> str:
@@ -40,4 +44,19 @@ def build_stage_model(cfg: ExperimentConfig, registries: Registries, stage: Reso
     if resume_from is not None and load_resumed_weights:
         load_plain_state_dict(model, load_file(str(resume_from / WEIGHTS_NAME)), str(resume_from))
         load_adapter_weights(model, resume_from)
+    if stage.training.compile:
+        compile_components(model)
     return model, tokenizer, applied
+
+
+def compile_components(model: Any) -> list[str]:
+    """``torch.compile`` each component's inner model in place (``nn.Module.compile``: the module keeps its
+    parameters and state-dict names, its calls go through the compiled graph); the names of the compiled slots."""
+    compiled = []
+    for slot, component in model.components().items():
+        inner = component.inner_model()
+        if inner is not None:
+            inner.compile()
+            compiled.append(slot)
+    logger.info("torch.compile: %s (compiled on the first steps)", ", ".join(compiled) or "no component wraps a model")
+    return compiled

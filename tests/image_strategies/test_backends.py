@@ -1,5 +1,5 @@
-"""The ``torch`` backend of ``pad``, ``resize`` and ``anyres`` (uint8 tensor ops) against the default ``pil`` backend
-and against transformers' torchvision image processor, on a textured image whose aspect ratio needs padding."""
+"""The ``torch`` backend (the default) of ``pad``, ``resize`` and ``anyres`` (uint8 tensor ops) against transformers'
+torchvision image processors and against the ``pil`` backend, on textured images whose aspect ratios need padding."""
 
 from __future__ import annotations
 
@@ -22,19 +22,19 @@ STRATEGIES = {"pad": (PadStrategy, PadStrategyConfig), "resize": (ResizeStrategy
               "anyres": (AnyresStrategy, AnyresStrategyConfig)}
 
 
-def make(name: str, backend: str):
+def make(name: str, backend: str | None, merge: str = "flat"):
     cls, cfg_cls = STRATEGIES[name]
     spec = VisionSpec(image_size=(TILE, TILE), patch_size=14, mean=OPENAI_CLIP_MEAN, std=OPENAI_CLIP_STD,
                       embed_dim=4)
     geometry = VisionGeometry(spec=spec, connector_tokens=lambda g: g[0] * g[1], connector_grid=lambda g: g)
-    extra = {"merge": "flat"} if name == "anyres" else {}
-    return cls(cfg_cls(backend=backend, **extra), geometry, 8)
+    extra = ({"merge": merge} if name == "anyres" else {}) | ({"backend": backend} if backend else {})
+    return cls(cfg_cls(**extra), geometry, 8)
 
 
-def photo() -> Image.Image:
-    y, x = np.mgrid[0:90, 0:150]
+def photo(height: int = 90, width: int = 150) -> Image.Image:
+    y, x = np.mgrid[0:height, 0:width]
     rng = np.random.default_rng(0)
-    rgb = np.stack([x * 1.7, y * 2.8, (x + y) * 1.1], axis=-1) + rng.normal(0, 12, (90, 150, 3))
+    rgb = np.stack([x * 1.7, y * 2.8, (x + y) * 1.1], axis=-1) + rng.normal(0, 12, (height, width, 3))
     return Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8))
 
 
@@ -48,11 +48,17 @@ def test_torch_backend_is_within_two_levels_of_pil(name: str) -> None:
     assert float(diff.mean()) < 0.05 * LEVEL  # nearly every pixel identical
 
 
-def test_torch_pad_matches_transformers_torchvision_processor() -> None:
-    strategy = make("pad", "torch")
-    processor = strategy.hf_llava_export().image_processor  # LlavaImageProcessor (torchvision backend)
-    theirs = processor(photo(), return_tensors="pt")["pixel_values"]
-    torch.testing.assert_close(strategy.preprocess(photo()).pixel_values, theirs, atol=1e-5, rtol=0)
+@pytest.mark.parametrize("size", [(90, 150), (150, 90), (56, 56), (31, 200)])
+@pytest.mark.parametrize("name", list(STRATEGIES))
+def test_torch_backend_equals_transformers_torchvision_processor(name: str, size: tuple[int, int]) -> None:
+    strategy = make(name, None, merge="spatial-unpad")  # the default backend; LlavaNext exports spatial-unpad only
+    assert strategy.cfg.backend == "torch"
+    processor = strategy.hf_llava_export().image_processor  # the torchvision processor an export loads by default
+    image = photo(*size)
+    ours = strategy.preprocess(image).pixel_values
+    theirs = processor(image, return_tensors="pt")["pixel_values"]
+    theirs = theirs[0, :ours.shape[0]] if theirs.dim() == 5 else theirs  # LlavaNext: (images, tiles padded, ...)
+    assert ours.shape == theirs.shape and torch.equal(ours, theirs)  # bit for bit
 
 
 def test_paste_equals_pils_expand_to_square() -> None:
@@ -61,3 +67,10 @@ def test_paste_equals_pils_expand_to_square() -> None:
     side = max(image.size)
     ours = paste_uint8(uint8_pixels(image), (side, side), fill, ((side - image.height) // 2, 0))
     assert torch.equal(ours, uint8_pixels(expand_to_square(image, fill)))
+    tall = photo(150, 90)  # margins left and right
+    ours = paste_uint8(uint8_pixels(tall), (side, side), fill, (0, (side - tall.width) // 2))
+    assert torch.equal(ours, uint8_pixels(expand_to_square(tall, fill)))
+    placed = paste_uint8(uint8_pixels(tall), (160, 100), fill, (4, 6))  # margins on all four sides
+    assert torch.equal(placed[:, 4:154, 6:96], uint8_pixels(tall))
+    assert all(torch.equal(placed[:, y, x], torch.tensor(fill, dtype=torch.uint8)) for y, x in
+               ((0, 0), (3, 50), (154, 50), (159, 99), (80, 5), (80, 96)))
