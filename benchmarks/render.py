@@ -151,8 +151,8 @@ def targets(b: dict[str, Any]) -> list[str]:
             c = b["step"]["compiled"]
             rows.append(("training step, `training.compile`", TARGETS["step"], c["speedup_min"], c["speedup_median"]))
     for row in b.get("preprocessing", {}).get("rows", []):
-        if row["strategy"] in ("pad", "anyres"):
-            rows.append((f"preprocessing `{row['strategy']}` ({row.get('backend', 'pil')}) vs fast", TARGETS["preprocessing"], row["vs_fast_best"],
+        if row["strategy"] in ("pad", "anyres") and row.get("backend", "pil") == "torch":  # the default backend
+            rows.append((f"preprocessing `{row['strategy']}` (default backend torch) vs fast", TARGETS["preprocessing"], row["vs_fast_best"],
                          row["vs_fast_median"]))
     if "loader" in b:
         rows.append((f"loader (1 worker) vs step consumption, {b['loader']['encoder_px']} px", TARGETS["loader"],
