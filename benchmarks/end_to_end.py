@@ -131,6 +131,9 @@ def side_main(argv: list[str]) -> None:
     import mmfw.cli.main  # noqa: F401
     import mmfw.training  # noqa: F401
     from benchmarks.common import registries
+    from mmfw.training.plots import _pyplot
+
+    _pyplot()  # matplotlib, which mmfw train draws plots/loss.png with (a library import, like the ones above)
 
     if a.side == "mmfw":
         result = run_mmfw(Path(spec["experiment"]))
