@@ -2,9 +2,10 @@
 
 :class:`PackedCollator` turns the ``(index, row)``-tagged items of a
 :class:`~mmfw.training.sampling.PackedBatchSampler` batch into the rows of a :class:`~mmfw.data.batch.VLMBatch`. It returns no ``attention_mask``: with
-``position_ids`` that restart at 0 for each sample (and for the padding at the end of a row), transformers (v5)
-derives the per-sample block-diagonal causal mask itself (``find_packed_sequence_indices``) for ``sdpa``/``eager``, and
-varlen kernels for flash attention. The first label of every sample is ignored, so the last token of a sample never
+``position_ids`` that restart at 0 for each sample (and for the padding at the end of a row), the LLM's default
+``sdpa_varlen`` attention (:mod:`mmfw.llms.attention`) runs each sample's own causal attention, transformers (v5)
+derives the per-sample block-diagonal causal mask itself (``find_packed_sequence_indices``) for ``sdpa``/``eager``,
+and flash attention uses its varlen kernels. The first label of every sample is ignored, so the last token of a sample never
 learns to predict the first token of the next one.
 """
 
