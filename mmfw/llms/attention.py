@@ -16,6 +16,8 @@ from typing import Any
 
 import torch
 
+from mmfw.errors import ConfigError
+
 NAME = "sdpa_varlen"
 _REGISTERED = False
 
@@ -47,8 +49,9 @@ def varlen_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Te
     segments = None
     if attention_mask is None and key.shape[2] == length > 1:
         if "position_ids" not in kwargs:  # packed rows would silently attend across samples
-            raise RuntimeError(f"attn_implementation {NAME!r}: {type(module).__name__} does not pass position_ids "
-                               "to its attention function; use 'sdpa'")
+            raise ConfigError([f"model.llm.attn_implementation: {NAME!r} reads the samples of packed rows from the "
+                               f"position ids, which {type(module).__name__} does not pass to its attention; use "
+                               "'sdpa'"])
         segments = packed_segments(kwargs["position_ids"], batch, length)
     if segments is None:
         return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)

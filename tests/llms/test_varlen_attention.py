@@ -100,3 +100,12 @@ def test_padded_batches_and_generation_are_plain_sdpa(models_and_items) -> None:
         a = sdpa.generate(**one, max_new_tokens=6, do_sample=False)
         b = varlen.generate(**one, max_new_tokens=6, do_sample=False)
     assert a.shape[1] == 6 and torch.equal(a, b)
+
+
+def test_an_attention_without_position_ids_is_a_located_error() -> None:
+    from mmfw.errors import ConfigError
+    from mmfw.llms.attention import varlen_attention
+
+    q = torch.zeros(1, 2, 5, 4)
+    with pytest.raises(ConfigError, match=r"model\.llm\.attn_implementation: 'sdpa_varlen' .* use 'sdpa'"):
+        varlen_attention(torch.nn.Linear(1, 1), q, q, q, None)
