@@ -31,6 +31,10 @@ class ComponentContract:
         switch is used), or ``None``."""
         return None
 
+    def init_non_persistent_buffers(self) -> None:
+        """Recompute the buffers that the state dict does not hold (rotary tables, fixed biases) after the module was
+        materialised from the meta device and loaded (transformers' ``from_pretrained``); nothing by default."""
+
     def replace_inner_model(self, module: nn.Module) -> None:
         """Put ``module`` (the inner model wrapped by peft, or merged back) in place of :meth:`inner_model`."""
         raise TypeError(f"{type(self).__name__} wraps no transformers model")

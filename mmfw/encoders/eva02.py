@@ -161,6 +161,13 @@ class EVA02VisionEncoder(VisionEncoder):
     def spec(self) -> VisionSpec:
         return self._spec
 
+    def init_non_persistent_buffers(self) -> None:
+        """timm's EVA keeps its rotary tables and fixed key biases out of the state dict; its modules recompute them."""
+        for module in self.model.modules():
+            init = getattr(module, "init_non_persistent_buffers", None)  # timm's own per-module method
+            if init is not None:
+                init()
+
     def layer_groups(self) -> list[torch.nn.Module]:
         return list(self.model.blocks)
 

@@ -55,6 +55,17 @@ class MMFWForConditionalGeneration(MMFWPreTrainedModel, GenerationMixin):
                 self.all_tied_weights_keys.update(
                     {prefix + k: prefix + v for k, v in module.all_tied_weights_keys.items()})
 
+    @classmethod
+    def from_pretrained(cls, *args: Any, **kwargs: Any) -> Any:
+        """transformers' ``from_pretrained``, then each component recomputes the buffers a checkpoint does not hold
+        (the model is built on the meta device, so they would hold whatever memory they got)."""
+        out = super().from_pretrained(*args, **kwargs)
+        model = out[0] if isinstance(out, tuple) else out
+        with torch.no_grad():
+            for component in model.vlm.components().values():
+                component.init_non_persistent_buffers()
+        return out
+
     @property
     def language_model(self) -> PreTrainedModel:
         return self.vlm.llm.model

@@ -43,6 +43,9 @@ def test_hf_export_generates_mmfw_tokens(component, under_test, registries, tmp_
                                                                         {"type": "text", "text": prompt}]}])
     inputs = processor(images=image, text=text)
     assert torch.equal(inputs["input_ids"], batch.input_ids)
+    loaded = dict(hf.vlm.named_buffers())  # buffers outside the state dict too (rotary tables...): recomputed
+    for name, buffer in vlm.named_buffers():
+        assert torch.equal(loaded[name], buffer), f"buffer {name} differs after from_pretrained"
     with torch.no_grad():
         theirs = hf.generate(**inputs, max_new_tokens=5, do_sample=False)[:, inputs["input_ids"].shape[1]:]
     assert theirs.tolist() == ours.tolist()
